@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(default=300.0, gt=0)
     provider_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Work distribution and crash recovery.
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    lease_s: float = Field(default=60.0, gt=0)
+    recovery_grace_s: float = Field(default=30.0, gt=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    region: str = "us-east-1"
+
     # Where the embedded default keeps its SQLite file and generated secret key.
     data_dir: Path = Path(".herald")
     log_level: str = "INFO"

@@ -1,0 +1,523 @@
+"""The HTTP face of Herald: Pinpoint's REST API over FastAPI.
+
+Route functions parse, authorise, call a function in ``worker/`` and answer; the domain lives
+there. Each request's body is read once, checked against the 7 MB limit, verified with SigV4,
+and parsed against the wire schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from starlette.routing import Match
+
+from api import errors
+from api.ratelimit import RateLimiter, build_rate_limiter
+from api.sigv4 import SignatureError, verify
+from worker import applications, channels, endpoints, sending, wire
+from worker.access_keys import KeyStore, Principal
+from worker.channels import ChannelCache
+from worker.config import Settings, get_settings
+from worker.db import session_factory
+from worker.errors import BadRequest, Forbidden, PayloadTooLarge
+from worker.notify import RedisListener, Waiters
+from worker.runtime import wakeup_url
+from worker.validation import describe
+
+log = structlog.get_logger("herald.api")
+MAX_BODY = 7 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+RECHECK_S = 1.0
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, X-Amz-Date, X-Amz-Security-Token, X-Amz-User-Agent, "
+        "X-Api-Key"
+    ),
+    "Access-Control-Max-Age": "86400",
+}
+Model = TypeVar("Model", bound=wire.WireModel)
+
+
+@dataclass
+class Herald:
+    """Per-process state shared by the routes."""
+
+    settings: Settings
+    sessions: Any
+    keys: KeyStore
+    channel_cache: ChannelCache
+    waiters: Waiters
+    enqueue: Callable[[str, list[int]], None]
+    limiter: RateLimiter
+
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        return _transaction(self.sessions)
+
+
+@contextlib.contextmanager
+def _transaction(sessions: Any) -> Any:
+    with sessions() as session, session.begin():
+        yield session
+
+
+@dataclass
+class Call:
+    """An authenticated request."""
+
+    herald: Herald
+    principal: Principal
+    body: bytes
+    request_id: str
+
+    def authorize(self, app_id: str) -> None:
+        if not self.principal.may_use(app_id):
+            raise Forbidden("The access key is not allowed to use this application")
+
+    def json(self) -> dict[str, Any]:
+        if not self.body.strip():
+            raise BadRequest("The request body is empty")
+        try:
+            value = json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise BadRequest("The request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise BadRequest("The request body must be a JSON object")
+        if _depth(value) > MAX_JSON_DEPTH:
+            raise BadRequest(f"The request body nests deeper than {MAX_JSON_DEPTH} levels")
+        return value
+
+    def parse(self, model: type[Model]) -> tuple[Model, dict[str, Any]]:
+        raw = self.json()
+        try:
+            return model.model_validate(raw), raw
+        except ValidationError as exc:
+            raise BadRequest(describe(exc)) from None
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise PayloadTooLarge("Request body exceeds the 7 MB limit")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge("Request body exceeds the 7 MB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def authenticated(request: Request) -> Call:
+    herald: Herald = request.app.state.herald
+    rid = errors.request_id_of(request)
+    body = await _read_body(request)
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    region = None if herald.settings.region == "*" else herald.settings.region
+    try:
+        verified = await run_in_threadpool(
+            verify,
+            method=request.method,
+            raw_path=request.scope.get("raw_path", b"").decode("latin-1").split("?")[0]
+            or request.url.path,
+            raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            secret_for=lambda key_id: (
+                p.secret if (p := herald.keys.principal(key_id)) is not None else None
+            ),
+            region=region,
+        )
+    except SignatureError as exc:
+        raise Forbidden(str(exc)) from None
+    principal = herald.keys.principal(verified.access_key_id)
+    assert principal is not None
+    return Call(herald=herald, principal=principal, body=body, request_id=rid)
+
+
+def _accepted(call: Call) -> dict[str, str]:
+    return {"Message": "Accepted", "RequestID": call.request_id}
+
+
+router = APIRouter()
+
+
+# --- applications ----------------------------------------------------------------------------
+
+
+@router.post("/v1/apps", status_code=201)
+def create_app_route(call: Call = Depends(authenticated)) -> dict[str, Any]:
+    if call.principal.app_ids is not None:
+        raise Forbidden("The access key is scoped to applications and cannot create one")
+    request, _ = call.parse(wire.CreateApplicationRequest)
+    with call.herald.transaction() as session:
+        app = applications.create_application(session, request)
+        return applications.application_response(app, call.herald.settings.region)
+
+
+@router.get("/v1/apps")
+def get_apps(
+    request: Request, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    with call.herald.transaction() as session:
+        apps, token = applications.list_applications(
+            session, request.query_params.get("page-size"), request.query_params.get("token")
+        )
+        items = [
+            applications.application_response(a, call.herald.settings.region)
+            for a in apps
+            if call.principal.may_use(a.id)
+        ]
+    response: dict[str, Any] = {"Item": items}
+    if token:
+        response["NextToken"] = token
+    return response
+
+
+@router.get("/v1/apps/{app_id}")
+def get_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        app = applications.get_application(session, app_id)
+        return applications.application_response(app, call.herald.settings.region)
+
+
+@router.delete("/v1/apps/{app_id}")
+def delete_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        app = applications.delete_application(session, app_id)
+        response = applications.application_response(app, call.herald.settings.region)
+    call.herald.channel_cache.clear()
+    return response
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+@router.put("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
+def update_endpoint(
+    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    request, _ = call.parse(wire.EndpointRequest)
+    with call.herald.transaction() as session:
+        endpoints.upsert_endpoints(session, app_id, [(endpoint_id, request)])
+    return _accepted(call)
+
+
+@router.put("/v1/apps/{app_id}/endpoints", status_code=202)
+def update_endpoints_batch(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    call.authorize(app_id)
+    request, _ = call.parse(wire.EndpointBatchRequest)
+    if not 1 <= len(request.item) <= endpoints.MAX_BATCH_ITEMS:
+        raise BadRequest(f"Item must hold from 1 to {endpoints.MAX_BATCH_ITEMS} endpoints")
+    items: list[tuple[str, wire.EndpointRequest]] = []
+    for index, item in enumerate(request.item):
+        if not item.id:
+            raise BadRequest(f"Item[{index}].Id is required")
+        items.append((item.id, item))
+    with call.herald.transaction() as session:
+        endpoints.upsert_endpoints(session, app_id, items)
+    return _accepted(call)
+
+
+@router.get("/v1/apps/{app_id}/endpoints/{endpoint_id}")
+def get_endpoint(
+    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        return endpoints.endpoint_response(endpoints.get_endpoint(session, app_id, endpoint_id))
+
+
+@router.delete("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
+def delete_endpoint(
+    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        endpoint = endpoints.delete_endpoint(session, app_id, endpoint_id)
+        return endpoints.endpoint_response(endpoint)
+
+
+@router.get("/v1/apps/{app_id}/users/{user_id}")
+def get_user_endpoints(
+    app_id: str, user_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        found = endpoints.user_endpoints(session, app_id, user_id)
+        return {"Item": [endpoints.endpoint_response(e) for e in found]}
+
+
+@router.delete("/v1/apps/{app_id}/users/{user_id}", status_code=202)
+def delete_user_endpoints(
+    app_id: str, user_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        found = endpoints.delete_user_endpoints(session, app_id, user_id)
+        return {"Item": [endpoints.endpoint_response(e) for e in found]}
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+def _channel_response(channel: Any) -> dict[str, Any]:
+    return channels.channel_response(channel, secrets_present=channels.secret_names(channel))
+
+
+@router.get("/v1/apps/{app_id}/channels")
+def get_channels(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        found = channels.list_channels(session, app_id)
+        return {"Channels": {c.channel_type: _channel_response(c) for c in found}}
+
+
+@router.put("/v1/apps/{app_id}/channels/{kind}")
+def update_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    channels.require_kind(kind)
+    call.authorize(app_id)
+    body = call.json()
+    with call.herald.transaction() as session:
+        response = _channel_response(channels.update_channel(session, app_id, kind, body))
+    call.herald.channel_cache.clear()
+    return response
+
+
+@router.get("/v1/apps/{app_id}/channels/{kind}")
+def get_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    channels.require_kind(kind)
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        return _channel_response(channels.get_channel(session, app_id, kind))
+
+
+@router.delete("/v1/apps/{app_id}/channels/{kind}")
+def delete_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    channels.require_kind(kind)
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        channel = channels.delete_channel(session, app_id, kind)
+        response = channels.channel_response(channel, secrets_present=frozenset())
+    call.herald.channel_cache.clear()
+    return response
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+async def _await_outcomes(herald: Herald, request_id: str, deadline: float) -> None:
+    """Until every recipient is final or the deadline passes; woken by workers, re-checking
+    the database at most every second in case a wake-up was lost."""
+    with herald.waiters.watching(request_id) as event:
+        while True:
+            unfinished = await run_in_threadpool(_count_unfinished, herald, request_id)
+            remaining = deadline - time.monotonic()
+            if unfinished == 0 or remaining <= 0:
+                return
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, RECHECK_S))
+
+
+def _count_unfinished(herald: Herald, request_id: str) -> int:
+    with herald.sessions() as session:
+        return sending.count_unfinished(session, request_id)
+
+
+@router.post("/v1/apps/{app_id}/users-messages")
+async def send_users_messages(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+    herald = call.herald
+    started = time.monotonic()
+    call.authorize(app_id)
+    request, payload = call.parse(wire.SendUsersMessageRequest)
+    await herald.limiter.check(app_id)
+
+    def accept() -> sending.Accepted:
+        with herald.transaction() as session:
+            return sending.accept_users_request(
+                session, app_id, request, payload, herald.channel_cache
+            )
+
+    accepted = await run_in_threadpool(accept)
+    deadline = started + herald.settings.sync_timeout_s
+    await run_in_threadpool(_enqueue_all, herald, accepted)
+    if accepted.pending:
+        await _await_outcomes(herald, accepted.request_id, deadline)
+    return {
+        "ApplicationId": app_id,
+        "RequestId": accepted.request_id,
+        "Result": await run_in_threadpool(_users_results, herald, accepted.request_id, False),
+    }
+
+
+def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> None:
+    for batch in accepted.batches(herald.settings.batch_size):
+        herald.enqueue(accepted.request_id, batch)
+
+
+def _users_results(
+    herald: Herald, request_id: str, extended: bool
+) -> dict[str, dict[str, dict[str, Any]]]:
+    with herald.sessions() as session:
+        return sending.users_results(session, request_id, extended=extended)
+
+
+@router.get("/v1/apps/{app_id}/users-messages/{request_id}")
+def get_users_messages(
+    app_id: str, request_id: str, call: Call = Depends(authenticated)
+) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        sending.get_request(session, app_id, request_id)
+        results = sending.users_results(session, request_id, extended=True)
+    return {"ApplicationId": app_id, "RequestId": request_id, "Result": results}
+
+
+# --- service routes (unsigned) ---------------------------------------------------------------
+
+service = APIRouter()
+
+
+@service.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@service.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    herald: Herald = request.app.state.herald
+    problems = {}
+    try:
+        with herald.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems["database"] = type(exc).__name__
+    url = wakeup_url(herald.settings)
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_timeout=2).ping()
+        except Exception as exc:
+            problems["redis"] = type(exc).__name__
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+# --- assembly ---------------------------------------------------------------------------------
+
+
+def _allowed_methods(app: FastAPI, scope: dict[str, Any]) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", set()) or set())
+    return methods
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueue: Callable[[str, list[int]], None] | None = None,
+    lifespan_hooks: tuple[Callable[[Herald], Any], Callable[[Herald], Any]] | None = None,
+) -> FastAPI:
+    """The ASGI app. ``enqueue`` defaults to Celery; ``herald serve`` passes its in-process
+    worker's, with hooks that start and stop it."""
+    settings = settings or get_settings()
+    settings.fernet_key()  # fail at start-up, not on the first channel update
+    sessions = session_factory(settings)
+    waiters = Waiters()
+    if enqueue is None:
+        from worker.tasks import enqueue as celery_enqueue
+
+        enqueue = celery_enqueue
+    herald = Herald(
+        settings=settings,
+        sessions=sessions,
+        keys=KeyStore(settings, sessions),
+        channel_cache=ChannelCache(),
+        waiters=waiters,
+        enqueue=enqueue,
+        limiter=build_rate_limiter(settings),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        waiters.bind(asyncio.get_running_loop())
+        listener = None
+        url = wakeup_url(settings)
+        if url and not settings.embedded:
+            listener = RedisListener(url, waiters)
+            await listener.start()
+        if lifespan_hooks:
+            lifespan_hooks[0](herald)
+        try:
+            yield
+        finally:
+            if lifespan_hooks:
+                lifespan_hooks[1](herald)
+            if listener is not None:
+                await listener.stop()
+
+    app = FastAPI(
+        title="Herald",
+        description="A self-hosted server for the Amazon Pinpoint messaging REST API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.herald = herald
+    errors.install(app)
+    app.include_router(service)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def pinpoint_envelope(request: Request, call_next: Any) -> Response:
+        rid = errors.request_id_of(request)
+        if request.method == "OPTIONS":
+            methods = _allowed_methods(app, request.scope)
+            if not methods:
+                return errors.error_response(request, errors.NotFound("Resource not found"))
+            allow = ", ".join(sorted(methods | {"OPTIONS"}))
+            return Response(
+                status_code=200,
+                headers={"Allow": allow, "Access-Control-Allow-Methods": allow,
+                         "x-amzn-RequestId": rid, **CORS_HEADERS},
+            )
+        response: Response = await call_next(request)
+        response.headers.setdefault("x-amzn-RequestId", rid)
+        return response
+
+    return app

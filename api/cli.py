@@ -1,0 +1,205 @@
+"""The ``herald`` command (DESIGN.md §2).
+
+    herald serve      API + in-process worker on the embedded default (SQLite, no broker)
+    herald api        the production API process (uvicorn)
+    herald worker     a production worker process (Celery)
+    herald migrate    Alembic upgrade to head
+    herald keys ...   create / list / revoke access keys
+    herald results    a request's per-endpoint outcomes
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.config import ConfigError, Settings, get_settings
+from worker.logs import configure_logging
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        sys.exit(f"herald: {exc}")
+
+
+def _dev_credentials(settings: Settings) -> Path | None:
+    """The embedded default's one-step key: created on first start, kept as an AWS shared
+    credentials file with a ``herald`` profile."""
+    if settings.root_access_key_id:
+        return None
+    from worker.access_keys import create_key
+    from worker.db import session_scope
+
+    path = (settings.data_dir / "credentials").resolve()
+    if not path.exists():
+        with session_scope(settings) as session:
+            key_id, secret = create_key(session, description="embedded default key")
+        profile = configparser.ConfigParser()
+        profile["herald"] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            profile.write(fh)
+    return path
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from api.app import Herald, create_app
+    from worker.embedded import EmbeddedWorker
+    from worker.migrate import upgrade
+
+    settings = _settings()
+    if not settings.embedded:
+        sys.exit("herald serve is the embedded mode: unset HERALD_BROKER_URL, or run "
+                 "`herald api` and `herald worker`")
+    upgrade(settings)
+    credentials = _dev_credentials(settings)
+    holder: dict[str, EmbeddedWorker] = {}
+
+    def start(herald: Herald) -> None:
+        holder["worker"] = EmbeddedWorker(settings, notify=herald.waiters.wake)
+        holder["worker"].start()
+
+    def stop(_herald: Herald) -> None:
+        holder["worker"].stop()
+
+    app = create_app(
+        settings,
+        enqueue=lambda request_id, ids: holder["worker"].enqueue(request_id, ids),
+        lifespan_hooks=(start, stop),
+    )
+    print(f"Herald (embedded: {settings.sqlalchemy_url}) on http://{args.host}:{args.port}",
+          file=sys.stderr)
+    if credentials:
+        print(f"Access key: AWS_SHARED_CREDENTIALS_FILE={credentials} AWS_PROFILE=herald",
+              file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    _settings()
+    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
+                log_level="warning", proxy_headers=True)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    _settings()
+    from worker.tasks import QUEUE, app
+
+    argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel, "-n", args.hostname]
+    if args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    app.worker_main(argv)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> None:
+    from worker.migrate import upgrade
+
+    upgrade(_settings())
+    print("database is at the latest schema", file=sys.stderr)
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    from worker.access_keys import create_key, list_keys, revoke_key
+    from worker.db import session_scope
+    from worker.errors import PinpointError
+
+    settings = _settings()
+    try:
+        with session_scope(settings) as session:
+            if args.keys_command == "create":
+                key_id, secret = create_key(session, args.app or None, args.description)
+                print(f"AWS_ACCESS_KEY_ID={key_id}")
+                print(f"AWS_SECRET_ACCESS_KEY={secret}")
+                print("The secret is shown once; store it now.", file=sys.stderr)
+            elif args.keys_command == "list":
+                for key in list_keys(session):
+                    scope = ",".join(key.app_ids) if key.app_ids else "all apps"
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                    print(f"{key.id}\t{state}\t{scope}\t{key.description or ''}")
+            else:
+                revoke_key(session, args.key_id)
+                print(f"revoked {args.key_id}", file=sys.stderr)
+    except PinpointError as exc:
+        sys.exit(f"herald: {exc.message}")
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from worker.db import session_scope
+    from worker.models import MessageRequest
+    from worker.sending import users_results
+
+    with session_scope(_settings()) as session:
+        request = session.get(MessageRequest, args.request_id)
+        if request is None:
+            sys.exit(f"herald: no request {args.request_id}")
+        results: dict[str, Any] = users_results(session, request.id, extended=True)
+    if args.json:
+        print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id,
+                          "Result": results}, indent=2))
+        return
+    print(f"{'USER':20} {'ENDPOINT':24} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL  MESSAGE")
+    for user, by_endpoint in results.items():
+        for endpoint, r in by_endpoint.items():
+            print(f"{user[:20]:20} {endpoint[:24]:24} {r['DeliveryStatus']:18} "
+                  f"{r['StatusCode']:>4} {r['Attempts']:>5} {'yes' if r['Final'] else 'no ':5} "
+                  f"{(r.get('StatusMessage') or '')[:60]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="API and worker in one process (embedded)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    api = commands.add_parser("api", help="the production API process")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser("worker", help="a production worker process (Celery)")
+    worker.add_argument("--concurrency", type=int, default=0)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--hostname", default="herald@%h")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = commands.add_parser("keys", help="manage access keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="print a new key id and secret")
+    create.add_argument("--app", action="append", help="limit the key to this app (repeat)")
+    create.add_argument("--description")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+    results = commands.add_parser("results", help="a request's per-endpoint outcomes")
+    results.add_argument("request_id")
+    results.add_argument("--json", action="store_true")
+    results.set_defaults(func=cmd_results)
+
+    args = parser.parse_args(argv)
+    configure_logging(os.environ.get("HERALD_LOG_LEVEL", "INFO"))
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Pinpoint-shaped error answers (DESIGN.md §3): status, ``X-Amzn-ErrorType``,
+``x-amzn-RequestId`` and a ``{"Message", "RequestID"}`` body. A 5xx never carries a trace."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.errors import MethodNotAllowed, NotFound, PinpointError
+
+log = structlog.get_logger("herald.api")
+
+
+def request_id_of(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = str(uuid.uuid4())
+        request.state.request_id = rid
+    return rid
+
+
+def error_response(request: Request, error: PinpointError) -> JSONResponse:
+    rid = request_id_of(request)
+    return JSONResponse(
+        {"Message": error.message, "RequestID": rid},
+        status_code=error.status_code,
+        headers={"X-Amzn-ErrorType": error.error_type, "x-amzn-RequestId": rid},
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PinpointError)
+    async def _pinpoint(request: Request, exc: PinpointError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return error_response(
+                request, MethodNotAllowed(f"{request.method} is not allowed on this resource")
+            )
+        if exc.status_code == 404:
+            return error_response(request, NotFound("Resource not found"))
+        error = PinpointError(str(exc.detail))
+        error.status_code = exc.status_code
+        return error_response(request, error)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error", error=type(exc).__name__, detail=str(exc).splitlines()[0])
+        message = (
+            "The service is temporarily unable to reach its database"
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated
+            or "connect" in str(exc).lower()
+            else "Internal server error"
+        )
+        return error_response(request, PinpointError(message))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return error_response(request, PinpointError("Internal server error"))

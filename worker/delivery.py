@@ -1,0 +1,326 @@
+"""Delivering one batch of a request: claim, render, send concurrently, record, retry.
+
+:func:`deliver_batch` is the plain function behind the Celery task (and the embedded
+worker). It takes only ids, so a task delivered twice, or re-enqueued by the recovery sweep,
+does no double work: rows are claimed with a lease in one UPDATE, final rows are never
+claimed, and an expired lease (a worker that died mid-send) is the only way a row is sent
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import wire
+from worker.channels import ChannelCache
+from worker.config import Settings
+from worker.db import utcnow
+from worker.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
+from worker.providers.base import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    Provider,
+)
+from worker.providers.base import Delivery as Message
+from worker.rendering import Recipient, RenderError, render
+from worker.sending import delivery_uuid
+
+log = structlog.get_logger("herald.delivery")
+
+MAX_CONCURRENT_SENDS = 200
+# Tolerance for a task that arrives a little before its countdown (clock skew, eta jitter).
+EARLY_SLACK = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay_s: float
+    ids: list[int]
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    final: int = 0
+    retries: list[Retry] | None = None
+
+
+def backoff_delay(settings: Settings, attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; never sooner than the provider's Retry-After."""
+    ceiling = min(settings.retry_max_delay_s, settings.retry_base_delay_s * 2 ** (attempt - 1))
+    delay = random.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.retry_max_delay_s))
+    return delay
+
+
+class RequestCache:
+    """Parsed request payloads by id; a request's batches usually land on the same worker."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[MessageRequest, Any]] = {}
+
+    def get(self, session: Session, request_id: str) -> tuple[MessageRequest, Any] | None:
+        entry = self._entries.get(request_id)
+        if entry is None:
+            request = session.get(MessageRequest, request_id)
+            if request is None:
+                return None
+            model = (
+                wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
+            )
+            entry = (request, model.model_validate(request.payload))
+            if len(self._entries) >= self._size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[request_id] = entry
+        return entry
+
+
+@dataclass
+class Runtime:
+    """What one worker process keeps between batches: settings, providers, caches, loop."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    providers: Callable[[str], Provider]
+    loop: asyncio.AbstractEventLoop
+    channels: ChannelCache
+    requests: RequestCache
+    notify: Callable[[str], None]
+    lease_s: float = 60.0
+
+
+def _claim(session: Session, ids: list[int], lease_s: float) -> list[Delivery]:
+    now = utcnow()
+    claimed = session.scalars(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.final.is_(False),
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now + EARLY_SLACK),
+        )
+        .values(
+            lease_until=now + timedelta(seconds=lease_s),
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Delivery)
+    )
+    return list(claimed)
+
+
+def _overrides(payload: Any, row: Delivery) -> wire.EndpointSendConfiguration | None:
+    if isinstance(payload, wire.SendUsersMessageRequest):
+        return payload.users.get(row.user_id or "")
+    if row.endpoint_id is not None:
+        return (payload.endpoints or {}).get(row.endpoint_id)
+    return (payload.addresses or {}).get(row.recipient)
+
+
+def _prepare(
+    runtime: Runtime, session: Session, rows: list[Delivery]
+) -> dict[int, tuple[Message, ChannelConfig] | Outcome]:
+    """Render every claimed row: a message to send, or a final outcome."""
+    prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = {}
+    if not rows:
+        return prepared
+    entry = runtime.requests.get(session, rows[0].request_id)
+    if entry is None:
+        for row in rows:
+            prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 404, "Request deleted.")
+        return prepared
+    request, payload = entry
+    channels = runtime.channels.for_app(session, request.app_id)
+    endpoint_ids = [r.endpoint_id for r in rows if r.endpoint_id]
+    documents: dict[str, dict[str, Any]] = {}
+    if endpoint_ids:
+        documents = dict(session.execute(
+            select(Endpoint.id, Endpoint.document).where(
+                Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
+            )
+        ).tuples().all())
+    for row in rows:
+        channel_type = row.channel_type or ""
+        channel = channels.get(channel_type)
+        if channel is None or not channel.enabled:
+            prepared[row.id] = Outcome(
+                DeliveryStatus.PERMANENT_FAILURE, 400,
+                f"The {channel_type} channel is not enabled for this application.",
+            )
+            continue
+        recipient = Recipient(
+            channel_type=channel_type,
+            address=row.address or "",
+            endpoint_id=row.endpoint_id,
+            user_id=row.user_id,
+            document=documents.get(row.endpoint_id or ""),
+        )
+        try:
+            content = render(
+                payload.message_configuration,
+                recipient,
+                channel,
+                overrides=_overrides(payload, row),
+                context=payload.context,
+                default_origination_number=runtime.settings.default_origination_number,
+            )
+        except RenderError as exc:
+            prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+            continue
+        message = Message(
+            delivery_id=delivery_uuid(row.request_id, row.recipient),
+            channel_type=channel_type,
+            address=row.address or "",
+            content=content,
+            attempt=row.attempts,
+        )
+        prepared[row.id] = (message, channel)
+    return prepared
+
+
+async def _send_all(
+    runtime: Runtime, work: dict[int, tuple[Message, ChannelConfig]]
+) -> dict[int, tuple[Outcome, str, float, float]]:
+    """Send concurrently; each result is (outcome, provider name, started, duration ms)."""
+    limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
+    # A provider must honour its own timeout; this bound only catches a provider that does not.
+    guard = runtime.settings.provider_timeout_s + 5
+
+    async def one(row_id: int, message: Message, channel: ChannelConfig) -> None:
+        provider = runtime.providers(message.channel_type)
+        async with limit:
+            started = time.time()
+            began = time.perf_counter()
+            try:
+                outcome = await asyncio.wait_for(provider.send(message, channel), guard)
+            except TimeoutError:
+                outcome = Outcome(DeliveryStatus.TIMEOUT, 408, "Provider did not answer in time")
+            except Exception:
+                log.exception("provider raised", provider=provider.name, delivery_id=row_id)
+                outcome = Outcome(
+                    DeliveryStatus.TEMPORARY_FAILURE, 500, "Internal error in the provider adapter"
+                )
+            results[row_id] = (outcome, provider.name, started,
+                               (time.perf_counter() - began) * 1000)
+
+    results: dict[int, tuple[Outcome, str, float, float]] = {}
+    await asyncio.gather(*(one(i, m, c) for i, (m, c) in work.items()))
+    return results
+
+
+def _record(
+    runtime: Runtime,
+    session: Session,
+    rows: list[Delivery],
+    outcomes: dict[int, tuple[Outcome, str, float, float]],
+    request_created: datetime | None,
+) -> BatchReport:
+    settings = runtime.settings
+    now = utcnow()
+    report = BatchReport(claimed=len(rows))
+    updates: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    retry_groups: dict[float, list[int]] = defaultdict(list)
+    deactivate: list[str] = []
+    new_addresses: list[tuple[str, str]] = []
+    for row in rows:
+        outcome, provider, started, duration = outcomes[row.id]
+        age = (now - request_created).total_seconds() if request_created else 0.0
+        retry = outcome.status.retryable and row.attempts < settings.retry_max_attempts
+        delay = backoff_delay(settings, row.attempts, outcome.retry_after) if retry else 0.0
+        if retry and age + delay > settings.retry_max_age_s:
+            retry = False
+        updates.append({
+            "id": row.id,
+            "delivery_status": outcome.status.value,
+            "status_code": outcome.status_code,
+            "status_message": outcome.status_message,
+            "message_id": outcome.message_id,
+            "updated_token": outcome.updated_token,
+            "final": not retry,
+            "final_at": None if retry else now,
+            "next_attempt_at": now + timedelta(seconds=delay) if retry else None,
+            "lease_until": None,
+            "updated_at": now,
+        })
+        attempts.append({
+            "delivery_id": row.id,
+            "attempt": row.attempts,
+            "provider": provider,
+            "delivery_status": outcome.status.value,
+            "status_code": outcome.status_code,
+            "status_message": outcome.status_message,
+            "message_id": outcome.message_id,
+            "started_at": datetime.fromtimestamp(started, now.tzinfo),
+            "duration_ms": duration,
+        })
+        if retry:
+            retry_groups[round(delay, 1)].append(row.id)
+        else:
+            report.final += 1
+        if row.endpoint_id and outcome.deactivate_endpoint:
+            deactivate.append(row.endpoint_id)
+        if row.endpoint_id and outcome.updated_token and outcome.updated_token != row.address:
+            new_addresses.append((row.endpoint_id, outcome.updated_token))
+        log.info(
+            "delivery attempt",
+            app_id=row.app_id, request_id=row.request_id, user_id=row.user_id,
+            endpoint_id=row.endpoint_id, channel=row.channel_type, status=outcome.status.value,
+            provider=provider, provider_code=outcome.status_code, attempt=row.attempts,
+            duration_ms=round(duration, 1), retry_in_s=round(delay, 2) if retry else None,
+        )
+    session.execute(update(Delivery), updates)
+    session.execute(insert(DeliveryAttempt), attempts)
+    app_id = rows[0].app_id
+    if deactivate:
+        session.execute(
+            update(Endpoint)
+            .where(Endpoint.app_id == app_id, Endpoint.id.in_(deactivate))
+            .values(status="INACTIVE", updated_at=now)
+        )
+    for endpoint_id, address in new_addresses:
+        session.execute(
+            update(Endpoint)
+            .where(and_(Endpoint.app_id == app_id, Endpoint.id == endpoint_id))
+            .values(address=address, updated_at=now)
+        )
+    report.retries = [Retry(delay, ids) for delay, ids in sorted(retry_groups.items())]
+    return report
+
+
+def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchReport:
+    """Claim, render, send and record one batch. Returns what must be retried, and when."""
+    with runtime.sessions() as session, session.begin():
+        rows = _claim(session, ids, runtime.lease_s)
+    if not rows:
+        return BatchReport()
+    with runtime.sessions() as session:
+        prepared = _prepare(runtime, session, rows)
+        entry = runtime.requests.get(session, request_id)
+    created = entry[0].created_at if entry else None
+    if created is not None and created.tzinfo is None:
+        created = created.replace(tzinfo=utcnow().tzinfo)
+    work = {i: p for i, p in prepared.items() if isinstance(p, tuple)}
+    sent = runtime.loop.run_until_complete(_send_all(runtime, work)) if work else {}
+    outcomes: dict[int, tuple[Outcome, str, float, float]] = dict(sent)
+    for row_id, item in prepared.items():
+        if isinstance(item, Outcome):
+            outcomes[row_id] = (item, "herald", time.time(), 0.0)
+    with runtime.sessions() as session, session.begin():
+        report = _record(runtime, session, rows, outcomes, created)
+    runtime.notify(request_id)
+    return report

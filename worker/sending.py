@@ -1,0 +1,243 @@
+"""Accepting a send: resolve recipients, decide what needs no provider, persist the plan.
+
+The API calls :func:`accept_users_request` inside one transaction. Every recipient gets its
+``deliveries`` row before the API answers, so Postgres knows all outstanding work even if the
+broker loses it (the recovery sweep re-enqueues from these rows). Decisions that need no
+provider — opted out, duplicate, channel not enabled, no message for the channel — are final
+here; the rest are pending and are enqueued in batches after commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from worker import wire
+from worker.applications import get_application
+from worker.channels import ChannelCache
+from worker.db import utcnow
+from worker.endpoints import endpoints_of_users
+from worker.errors import BadRequest, NotFound
+from worker.models import Delivery, Endpoint, MessageRequest
+from worker.providers.base import DeliveryStatus
+from worker.rendering import dedup_key, has_message
+
+MAX_USERS = 100
+BATCH_SIZE = 100
+NO_ENDPOINTS = "No endpoints found for userId."
+IN_PROGRESS = "Delivery in progress"
+SUPPORTED_CHANNELS = frozenset(
+    {"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "GCM", "ADM", "BAIDU",
+     "EMAIL", "SMS", "VOICE"}
+)
+_DELIVERY_NAMESPACE = uuid.UUID("6f1c1f3e-2f5d-4c57-9b1e-8f3f6b7c0d11")
+
+
+def delivery_uuid(request_id: str, recipient: str) -> str:
+    """A UUID stable per (request, recipient): the APNs apns-id, the e-mail Message-ID."""
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{request_id}/{recipient}"))
+
+
+@dataclass
+class Accepted:
+    request_id: str
+    total: int
+    pending: list[int] = field(default_factory=list)
+
+    def batches(self, size: int = BATCH_SIZE) -> list[list[int]]:
+        return [self.pending[i : i + size] for i in range(0, len(self.pending), size)]
+
+
+@dataclass
+class _Plan:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _check_request(
+    config: wire.DirectMessageConfiguration, templates: wire.TemplateConfiguration | None
+) -> None:
+    if templates is not None and templates.names():
+        # Herald has no template store; Pinpoint answers an unknown template with 404.
+        raise NotFound(f"Template {templates.names()[0]} not found")
+
+
+def _plan_endpoint(
+    plan: _Plan,
+    endpoint: Endpoint,
+    config: wire.DirectMessageConfiguration,
+    overrides: wire.EndpointSendConfiguration | None,
+    enabled: Mapping[str, bool],
+) -> tuple[DeliveryStatus | None, int | None, str | None]:
+    """The final outcome decided without a provider, or (None, None, None) when pending."""
+    channel_type = endpoint.channel_type or ""
+    if endpoint.opt_out == "ALL":
+        return DeliveryStatus.OPT_OUT, 400, "Endpoint has opted out of all messages."
+    if channel_type not in SUPPORTED_CHANNELS:
+        return (DeliveryStatus.PERMANENT_FAILURE, 400,
+                f"Channel type {channel_type} is not supported.")
+    if not endpoint.address:
+        return DeliveryStatus.PERMANENT_FAILURE, 400, "Endpoint has no address."
+    key = dedup_key(channel_type, endpoint.address)
+    if key in plan.seen:
+        return DeliveryStatus.DUPLICATE, 400, "Duplicate address in this request."
+    plan.seen.add(key)
+    if not enabled.get(channel_type, False):
+        return (DeliveryStatus.PERMANENT_FAILURE, 400,
+                f"The {channel_type} channel is not enabled for this application.")
+    if not has_message(config, channel_type, overrides):
+        return (DeliveryStatus.PERMANENT_FAILURE, 400,
+                f"No message was provided for the {channel_type} channel.")
+    return None, None, None
+
+
+def _row(
+    request_id: str,
+    app_id: str,
+    recipient: str,
+    *,
+    now: Any,
+    user_id: str | None = None,
+    endpoint_id: str | None = None,
+    channel_type: str | None = None,
+    address: str | None = None,
+    outcome: tuple[DeliveryStatus | None, int | None, str | None] = (None, None, None),
+) -> dict[str, Any]:
+    status, code, message = outcome
+    final = status is not None
+    return {
+        "request_id": request_id,
+        "app_id": app_id,
+        "recipient": recipient,
+        "user_id": user_id,
+        "endpoint_id": endpoint_id,
+        "channel_type": channel_type,
+        "address": address,
+        "delivery_status": status.value if status else None,
+        "status_code": code,
+        "status_message": message,
+        "attempts": 0,
+        "final": final,
+        "next_attempt_at": None if final else now,
+        "created_at": now,
+        "updated_at": now,
+        "final_at": now if final else None,
+    }
+
+
+def _persist(session: Session, request: MessageRequest, rows: list[dict[str, Any]]) -> Accepted:
+    session.add(request)
+    session.flush()
+    accepted = Accepted(request_id=request.id, total=len(rows))
+    if rows:
+        # One multi-row INSERT; ids come back for the pending rows only.
+        result = session.execute(
+            insert(Delivery).returning(Delivery.id, Delivery.final, sort_by_parameter_order=True),
+            rows,
+        )
+        accepted.pending = [row_id for row_id, final in result if not final]
+    return accepted
+
+
+def accept_users_request(
+    session: Session,
+    app_id: str,
+    request: wire.SendUsersMessageRequest,
+    payload: dict[str, Any],
+    channels: ChannelCache,
+) -> Accepted:
+    if not 1 <= len(request.users) <= MAX_USERS:
+        raise BadRequest(f"Users must name from 1 to {MAX_USERS} user ids")
+    _check_request(request.message_configuration, request.template_configuration)
+    get_application(session, app_id)
+    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    request_id = str(uuid.uuid4())
+    now = utcnow()
+    by_user = endpoints_of_users(session, app_id, request.users)
+    plan = _Plan()
+    for user_id, overrides in request.users.items():
+        endpoints = [e for e in by_user.get(user_id, []) if e.status != "INACTIVE"]
+        if not endpoints:
+            plan.rows.append(_row(
+                request_id, app_id, f"user:{user_id}", now=now, user_id=user_id, address="",
+                outcome=(DeliveryStatus.PERMANENT_FAILURE, 400, NO_ENDPOINTS),
+            ))
+            continue
+        for endpoint in endpoints:
+            outcome = _plan_endpoint(
+                plan, endpoint, request.message_configuration, overrides, enabled
+            )
+            plan.rows.append(_row(
+                request_id, app_id, endpoint.id, now=now, user_id=user_id,
+                endpoint_id=endpoint.id, channel_type=endpoint.channel_type,
+                address=endpoint.address, outcome=outcome,
+            ))
+    message_request = MessageRequest(
+        id=request_id, app_id=app_id, kind="users", payload=payload,
+        trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
+    )
+    return _persist(session, message_request, plan.rows)
+
+
+# --- reading outcomes ----------------------------------------------------------------------
+
+
+def count_unfinished(session: Session, request_id: str) -> int:
+    return session.scalar(
+        select(func.count()).where(Delivery.request_id == request_id, Delivery.final.is_(False))
+    ) or 0
+
+
+def result_of(row: Delivery, *, extended: bool = False) -> dict[str, Any]:
+    """The EndpointMessageResult for a row, final or not (§4: "a retry is scheduled")."""
+    if row.delivery_status is None:
+        status, code, message = DeliveryStatus.TEMPORARY_FAILURE.value, 202, IN_PROGRESS
+    else:
+        status, code, message = row.delivery_status, row.status_code or 0, row.status_message
+        if not row.final:
+            message = f"Retry scheduled after attempt {row.attempts}: {message or ''}".rstrip(": ")
+    result: dict[str, Any] = {
+        "Address": row.address if row.address is not None else "",
+        "DeliveryStatus": status,
+        "StatusCode": code,
+    }
+    for key, value in (("MessageId", row.message_id), ("StatusMessage", message),
+                       ("UpdatedToken", row.updated_token)):
+        if value:
+            result[key] = value
+    if extended:
+        result["Attempts"] = row.attempts
+        result["Final"] = row.final
+    return result
+
+
+def users_results(
+    session: Session, request_id: str, *, extended: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    rows = session.scalars(
+        select(Delivery).where(Delivery.request_id == request_id).order_by(Delivery.id)
+    )
+    for row in rows:
+        user = results.setdefault(row.user_id or "", {})
+        key = row.endpoint_id if row.endpoint_id is not None else ""
+        user[key] = result_of(row, extended=extended)
+    return results
+
+
+def get_request(session: Session, app_id: str, request_id: str) -> MessageRequest:
+    request = session.get(MessageRequest, request_id)
+    if request is None or request.app_id != app_id:
+        raise NotFound("Resource not found")
+    return request
+
+
+def pending_ids(session: Session, ids: Iterable[int]) -> list[int]:
+    return list(session.scalars(
+        select(Delivery.id).where(Delivery.id.in_(list(ids)), Delivery.final.is_(False))
+    ))
