@@ -13,16 +13,16 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-from starlette.routing import Match
 
 from api import errors
 from api.ratelimit import RateLimiter, build_rate_limiter
@@ -32,7 +32,7 @@ from worker.access_keys import KeyStore, Principal
 from worker.channels import ChannelCache
 from worker.config import Settings, get_settings
 from worker.db import session_factory
-from worker.errors import BadRequest, Forbidden, PayloadTooLarge
+from worker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from worker.notify import RedisListener, Waiters
 from worker.runtime import wakeup_url
 from worker.validation import describe
@@ -161,6 +161,9 @@ async def authenticated(request: Request) -> Call:
     return Call(herald=herald, principal=principal, body=body, request_id=rid)
 
 
+Authed = Annotated[Call, Depends(authenticated)]
+
+
 def _accepted(call: Call) -> dict[str, str]:
     return {"Message": "Accepted", "RequestID": call.request_id}
 
@@ -172,7 +175,7 @@ router = APIRouter()
 
 
 @router.post("/v1/apps", status_code=201)
-def create_app_route(call: Call = Depends(authenticated)) -> dict[str, Any]:
+def create_app_route(call: Authed) -> dict[str, Any]:
     if call.principal.app_ids is not None:
         raise Forbidden("The access key is scoped to applications and cannot create one")
     request, _ = call.parse(wire.CreateApplicationRequest)
@@ -183,7 +186,7 @@ def create_app_route(call: Call = Depends(authenticated)) -> dict[str, Any]:
 
 @router.get("/v1/apps")
 def get_apps(
-    request: Request, call: Call = Depends(authenticated)
+    request: Request, call: Authed
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
         apps, token = applications.list_applications(
@@ -201,7 +204,7 @@ def get_apps(
 
 
 @router.get("/v1/apps/{app_id}")
-def get_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def get_app(app_id: str, call: Authed) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
         app = applications.get_application(session, app_id)
@@ -209,7 +212,7 @@ def get_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
 
 
 @router.delete("/v1/apps/{app_id}")
-def delete_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def delete_app(app_id: str, call: Authed) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
         app = applications.delete_application(session, app_id)
@@ -223,7 +226,7 @@ def delete_app(app_id: str, call: Call = Depends(authenticated)) -> dict[str, An
 
 @router.put("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
 def update_endpoint(
-    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+    app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     request, _ = call.parse(wire.EndpointRequest)
@@ -233,7 +236,7 @@ def update_endpoint(
 
 
 @router.put("/v1/apps/{app_id}/endpoints", status_code=202)
-def update_endpoints_batch(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def update_endpoints_batch(app_id: str, call: Authed) -> dict[str, Any]:
     call.authorize(app_id)
     request, _ = call.parse(wire.EndpointBatchRequest)
     if not 1 <= len(request.item) <= endpoints.MAX_BATCH_ITEMS:
@@ -250,7 +253,7 @@ def update_endpoints_batch(app_id: str, call: Call = Depends(authenticated)) -> 
 
 @router.get("/v1/apps/{app_id}/endpoints/{endpoint_id}")
 def get_endpoint(
-    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+    app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -259,7 +262,7 @@ def get_endpoint(
 
 @router.delete("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
 def delete_endpoint(
-    app_id: str, endpoint_id: str, call: Call = Depends(authenticated)
+    app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -269,7 +272,7 @@ def delete_endpoint(
 
 @router.get("/v1/apps/{app_id}/users/{user_id}")
 def get_user_endpoints(
-    app_id: str, user_id: str, call: Call = Depends(authenticated)
+    app_id: str, user_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -279,7 +282,7 @@ def get_user_endpoints(
 
 @router.delete("/v1/apps/{app_id}/users/{user_id}", status_code=202)
 def delete_user_endpoints(
-    app_id: str, user_id: str, call: Call = Depends(authenticated)
+    app_id: str, user_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -295,7 +298,7 @@ def _channel_response(channel: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/apps/{app_id}/channels")
-def get_channels(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def get_channels(app_id: str, call: Authed) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
         found = channels.list_channels(session, app_id)
@@ -303,7 +306,7 @@ def get_channels(app_id: str, call: Call = Depends(authenticated)) -> dict[str, 
 
 
 @router.put("/v1/apps/{app_id}/channels/{kind}")
-def update_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def update_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
     call.authorize(app_id)
     body = call.json()
@@ -314,7 +317,7 @@ def update_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) 
 
 
 @router.get("/v1/apps/{app_id}/channels/{kind}")
-def get_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def get_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -322,7 +325,7 @@ def get_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> 
 
 
 @router.delete("/v1/apps/{app_id}/channels/{kind}")
-def delete_channel(app_id: str, kind: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+def delete_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -355,7 +358,7 @@ def _count_unfinished(herald: Herald, request_id: str) -> int:
 
 
 @router.post("/v1/apps/{app_id}/users-messages")
-async def send_users_messages(app_id: str, call: Call = Depends(authenticated)) -> dict[str, Any]:
+async def send_users_messages(app_id: str, call: Authed) -> dict[str, Any]:
     herald = call.herald
     started = time.monotonic()
     call.authorize(app_id)
@@ -394,7 +397,7 @@ def _users_results(
 
 @router.get("/v1/apps/{app_id}/users-messages/{request_id}")
 def get_users_messages(
-    app_id: str, request_id: str, call: Call = Depends(authenticated)
+    app_id: str, request_id: str, call: Authed
 ) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
@@ -438,12 +441,12 @@ def readyz(request: Request) -> JSONResponse:
 # --- assembly ---------------------------------------------------------------------------------
 
 
-def _allowed_methods(app: FastAPI, scope: dict[str, Any]) -> set[str]:
+def _allowed_methods(path: str) -> set[str]:
+    """The methods the API serves on a path (for OPTIONS and its Allow header)."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", set()) or set())
+    for route in (*router.routes, *service.routes):
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
     return methods
 
 
@@ -507,9 +510,9 @@ def create_app(
     async def pinpoint_envelope(request: Request, call_next: Any) -> Response:
         rid = errors.request_id_of(request)
         if request.method == "OPTIONS":
-            methods = _allowed_methods(app, request.scope)
+            methods = _allowed_methods(request.url.path)
             if not methods:
-                return errors.error_response(request, errors.NotFound("Resource not found"))
+                return errors.error_response(request, NotFound("Resource not found"))
             allow = ", ".join(sorted(methods | {"OPTIONS"}))
             return Response(
                 status_code=200,

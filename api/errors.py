@@ -55,7 +55,7 @@ def install(app: FastAPI) -> None:
         log.error("database error", error=type(exc).__name__, detail=str(exc).splitlines()[0])
         message = (
             "The service is temporarily unable to reach its database"
-            if isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if (isinstance(exc, DBAPIError) and exc.connection_invalidated)
             or "connect" in str(exc).lower()
             else "Internal server error"
         )

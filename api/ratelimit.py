@@ -19,7 +19,7 @@ from worker.errors import TooManyRequests
 
 log = structlog.get_logger("herald.ratelimit")
 
-_TOKEN_BUCKET = """
+_BUCKET_SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = redis.call('TIME')
@@ -69,7 +69,7 @@ class LocalRateLimiter:
 class RedisRateLimiter:
     def __init__(self, url: str, rate: float, burst: int) -> None:
         self._client = aioredis.Redis.from_url(url)
-        self._script = self._client.register_script(_TOKEN_BUCKET)
+        self._script = self._client.register_script(_BUCKET_SCRIPT)
         self._rate = rate
         self._burst = burst
 

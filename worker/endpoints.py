@@ -50,7 +50,9 @@ def _check_attribute_map(name: str, values: dict[str, Any] | None) -> int:
         return 0
     for key, value in values.items():
         if not key or len(key) > MAX_ATTRIBUTE_NAME:
-            raise BadRequest(f"{name} name '{key[:60]}' must be 1 to {MAX_ATTRIBUTE_NAME} characters")
+            raise BadRequest(
+                f"{name} name '{key[:60]}' must be 1 to {MAX_ATTRIBUTE_NAME} characters"
+            )
         if isinstance(value, list):
             if len(value) > MAX_ATTRIBUTE_VALUES:
                 raise BadRequest(f"{name}.{key} has more than {MAX_ATTRIBUTE_VALUES} values")
@@ -132,7 +134,8 @@ def _check_user_quota(session: Session, app_id: str, planned: dict[str, set[str]
     )
     existing: dict[str, set[str]] = {}
     for user_id, endpoint_id in rows:
-        existing.setdefault(user_id, set()).add(endpoint_id)
+        if user_id is not None:
+            existing.setdefault(user_id, set()).add(endpoint_id)
     for user_id, new_ids in planned.items():
         if len(existing.get(user_id, set()) | new_ids) > MAX_ENDPOINTS_PER_USER:
             raise BadRequest(

@@ -133,7 +133,9 @@ def merge_substitutions(*layers: Mapping[str, list[str]] | None) -> dict[str, st
     return merged
 
 
-def substitute(text: str | None, variables: Mapping[str, str], *, html_part: bool = False) -> str | None:
+def substitute(
+    text: str | None, variables: Mapping[str, str], *, html_part: bool = False
+) -> str | None:
     """Replace ``{{Name}}`` with its value; missing names render empty. Values inserted into
     an HTML part are escaped so a substitution cannot add markup."""
     if text is None or "{{" not in text:

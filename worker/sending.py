@@ -198,7 +198,8 @@ def result_of(row: Delivery, *, extended: bool = False) -> dict[str, Any]:
     if row.delivery_status is None:
         status, code, message = DeliveryStatus.TEMPORARY_FAILURE.value, 202, IN_PROGRESS
     else:
-        status, code, message = row.delivery_status, row.status_code or 0, row.status_message
+        status, code = row.delivery_status, row.status_code or 0
+        message = row.status_message or ""
         if not row.final:
             message = f"Retry scheduled after attempt {row.attempts}: {message or ''}".rstrip(": ")
     result: dict[str, Any] = {

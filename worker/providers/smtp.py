@@ -11,7 +11,7 @@ import email.policy
 import ssl
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.utils import formataddr, parseaddr
+from email.utils import parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -156,11 +156,11 @@ class SmtpProvider:
         reusable = True
         try:
             if isinstance(mime, bytes):
-                errors, response = await client.sendmail(
+                _refused, response = await client.sendmail(
                     sender, [delivery.address], mime, timeout=self._timeout
                 )
             else:
-                errors, response = await client.send_message(
+                _refused, response = await client.send_message(
                     mime, sender=sender, recipients=[delivery.address], timeout=self._timeout
                 )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -189,7 +189,3 @@ class SmtpProvider:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
-
-
-def display_address(name: str, address: str) -> str:
-    return formataddr((name, address))

@@ -1,0 +1,36 @@
+# Herald: `make run` starts the service, `make test` runs every test. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: install services run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	./scripts/ensure-services.sh
+
+# The embedded default: API and worker in one process, SQLite, no servers needed.
+run: install
+	$(BIN)/herald serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install services lint
+	$(BIN)/pytest
+
+bench: install services
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .herald test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,127 @@
+"""A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it receives.
+
+Replies can be scripted per recipient: ``server.script("x@example.com", [451, 250])`` makes
+the first delivery to x fail temporarily and the next succeed.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+_REPLIES = {
+    250: "250 2.0.0 OK queued",
+    421: "421 4.7.0 Try again later",
+    450: "450 4.2.1 Mailbox busy",
+    451: "451 4.3.0 Temporary local problem",
+    550: "550 5.1.1 No such user",
+    552: "552 5.3.4 Message too big",
+    554: "554 5.7.1 Rejected as spam",
+}
+
+
+@dataclass
+class Received:
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+    message: EmailMessage = field(init=False)
+
+    def __post_init__(self) -> None:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.message = parsed
+
+
+class _Handler:
+    def __init__(self, server: FakeSmtp) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str,
+                          options: Any) -> str:
+        code = self.server._next_reply(address, stage="rcpt")
+        if code is not None and code != 250:
+            return _REPLIES[code]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        code = self.server._next_reply(envelope.rcpt_tos[0], stage="data")
+        if code is not None and code != 250:
+            return _REPLIES[code]
+        with self.server._lock:
+            self.server.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+            )
+        return _REPLIES[250]
+
+
+class FakeSmtp:
+    def __init__(self, username: str | None = None, password: str | None = None) -> None:
+        self.received: list[Received] = []
+        self._scripts: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._username = username
+        self._password = password
+        auth: dict[str, Any] = {}
+        if username is not None:
+            auth = {
+                "authenticator": self._authenticate,
+                "auth_require_tls": False,
+            }
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, **auth)
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        # DESIGN.md §7: a failing authenticator must say handled=False or the client hangs.
+        if isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode() == self._username
+            and auth_data.password.decode() == self._password
+        ):
+            return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    def start(self) -> FakeSmtp:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    @property
+    def url(self) -> str:
+        credentials = f"{self._username}:{self._password}@" if self._username else ""
+        return f"smtp://{credentials}127.0.0.1:{self.port}"
+
+    def script(self, recipient: str, codes: list[int], stage: str = "data") -> None:
+        """Reply with these codes (in order) to the next deliveries to ``recipient``."""
+        with self._lock:
+            self._scripts[recipient.lower()].extend((code, stage) for code in codes)
+
+    def _next_reply(self, recipient: str, *, stage: str) -> int | None:
+        with self._lock:
+            queue = self._scripts.get(recipient.lower())
+            if queue and queue[0][1] == stage:
+                return queue.popleft()[0]
+        return None
+
+    def to(self, recipient: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if recipient.lower() in
+                    (x.lower() for x in r.recipients)]

@@ -1,0 +1,168 @@
+"""Running Herald for tests as users run it: ``herald api`` and ``herald worker`` as separate
+processes on real Postgres and Redis, and boto3 pointed at the API."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import boto3
+import httpx
+import psycopg
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ROOT_KEY_ID = "HKTESTROOTKEY0000001"
+ROOT_SECRET = "test-root-secret-" + "x" * 23
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_database(name: str) -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pinpoint(endpoint_url: str, key_id: str = ROOT_KEY_ID, secret: str = ROOT_SECRET,
+             region: str = "us-east-1", retries: int = 1):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "pinpoint",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": retries, "mode": "standard"},
+                      read_timeout=120, connect_timeout=5),
+    )
+
+
+class Stack:
+    """A database, a Redis db, one or more API processes and worker processes."""
+
+    def __init__(self, name: str, env: Mapping[str, str] | None = None, redis_db: int = 1):
+        self.name = name
+        self.database = f"herald_test_{name}_{uuid.uuid4().hex[:6]}"
+        self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        self.env = {
+            **os.environ,
+            "HERALD_DATABASE_URL": create_database(self.database),
+            "HERALD_BROKER_URL": self.redis_url,
+            "HERALD_REDIS_URL": self.redis_url,
+            "HERALD_SECRET_KEY": "test-secret-key",
+            "HERALD_ROOT_ACCESS_KEY_ID": ROOT_KEY_ID,
+            "HERALD_ROOT_SECRET_ACCESS_KEY": ROOT_SECRET,
+            "HERALD_SYNC_TIMEOUT_S": "10",
+            "HERALD_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.apis: list[tuple[subprocess.Popen[bytes], str]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+        ARTIFACTS.mkdir(exist_ok=True)
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushdb()
+        self.run("migrate")
+
+    @property
+    def database_url(self) -> str:
+        return self.env["HERALD_DATABASE_URL"]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "herald"), *args], env=self.env, cwd=ROOT, check=True,
+            capture_output=True, text=True, timeout=120,
+        )
+
+    def _log(self, role: str) -> int:
+        path = ARTIFACTS / f"{self.name}-{role}-{len(self.apis) + len(self.workers)}.log"
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def start_api(self) -> str:
+        port = free_port()
+        log = self._log("api")
+        process = subprocess.Popen(
+            [str(VENV_BIN / "herald"), "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=self.env, cwd=ROOT, stdout=log, stderr=log,
+        )
+        os.close(log)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"herald api did not start; see {ARTIFACTS}")
+            time.sleep(0.1)
+        self.apis.append((process, url))
+        return url
+
+    def start_worker(self, concurrency: int = 2, extra_env: Mapping[str, str] | None = None
+                     ) -> subprocess.Popen[bytes]:
+        log = self._log("worker")
+        process = subprocess.Popen(
+            [str(VENV_BIN / "herald"), "worker", "--concurrency", str(concurrency),
+             "--loglevel", "WARNING",
+             "--hostname", f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}@%h"],
+            env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        os.close(log)
+        self.workers.append(process)
+        return process
+
+    def wait_worker_ready(self, timeout: float = 30) -> None:
+        """Until a worker answers Celery's ping over the broker."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = subprocess.run(
+                [str(VENV_BIN / "celery"), "-A", "worker.tasks", "inspect", "ping", "-t", "1"],
+                env=self.env, cwd=ROOT, capture_output=True, text=True,
+            )
+            if "pong" in result.stdout:
+                return
+            time.sleep(0.3)
+        raise RuntimeError("no worker answered ping")
+
+    def kill_worker(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its pool children, as an OOM killer would."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        for process, _ in self.apis:
+            process.terminate()
+        for process in self.workers:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in [p for p, _ in self.apis] + self.workers:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        drop_database(self.database)
