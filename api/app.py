@@ -357,30 +357,36 @@ def _count_unfinished(herald: Herald, request_id: str) -> int:
         return sending.count_unfinished(session, request_id)
 
 
-@router.post("/v1/apps/{app_id}/users-messages")
-async def send_users_messages(app_id: str, call: Authed) -> dict[str, Any]:
+async def _send(
+    call: Call,
+    app_id: str,
+    model: type[Model],
+    accept: Callable[[Session, str, Any, dict[str, Any], ChannelCache], sending.Accepted],
+    results: Callable[..., dict[str, Any]],
+) -> tuple[str, dict[str, Any]]:
+    """Both send operations: validate, persist, enqueue after commit, wait, answer."""
     herald = call.herald
     started = time.monotonic()
     call.authorize(app_id)
-    request, payload = call.parse(wire.SendUsersMessageRequest)
+    request, payload = call.parse(model)
     await herald.limiter.check(app_id)
 
-    def accept() -> sending.Accepted:
+    def persist() -> sending.Accepted:
         with herald.transaction() as session:
-            return sending.accept_users_request(
-                session, app_id, request, payload, herald.channel_cache
-            )
+            return accept(session, app_id, request, payload, herald.channel_cache)
 
-    accepted = await run_in_threadpool(accept)
-    deadline = started + herald.settings.sync_timeout_s
+    accepted = await run_in_threadpool(persist)
     await run_in_threadpool(_enqueue_all, herald, accepted)
     if accepted.pending:
-        await _await_outcomes(herald, accepted.request_id, deadline)
-    return {
-        "ApplicationId": app_id,
-        "RequestId": accepted.request_id,
-        "Result": await run_in_threadpool(_users_results, herald, accepted.request_id, False),
-    }
+        await _await_outcomes(
+            herald, accepted.request_id, started + herald.settings.sync_timeout_s
+        )
+
+    def read() -> dict[str, Any]:
+        with herald.sessions() as session:
+            return results(session, accepted.request_id)
+
+    return accepted.request_id, await run_in_threadpool(read)
 
 
 def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> None:
@@ -388,22 +394,40 @@ def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> None:
         herald.enqueue(accepted.request_id, batch)
 
 
-def _users_results(
-    herald: Herald, request_id: str, extended: bool
-) -> dict[str, dict[str, dict[str, Any]]]:
-    with herald.sessions() as session:
-        return sending.users_results(session, request_id, extended=extended)
+@router.post("/v1/apps/{app_id}/users-messages")
+async def send_users_messages(app_id: str, call: Authed) -> dict[str, Any]:
+    request_id, results = await _send(
+        call, app_id, wire.SendUsersMessageRequest, sending.accept_users_request,
+        sending.users_results,
+    )
+    return {"ApplicationId": app_id, "RequestId": request_id, "Result": results}
+
+
+@router.post("/v1/apps/{app_id}/messages")
+async def send_messages(app_id: str, call: Authed) -> dict[str, Any]:
+    request_id, results = await _send(
+        call, app_id, wire.MessageRequest, sending.accept_messages_request,
+        sending.messages_results,
+    )
+    return {"ApplicationId": app_id, "RequestId": request_id, **results}
 
 
 @router.get("/v1/apps/{app_id}/users-messages/{request_id}")
-def get_users_messages(
-    app_id: str, request_id: str, call: Authed
-) -> dict[str, Any]:
+def get_users_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
     call.authorize(app_id)
     with call.herald.transaction() as session:
-        sending.get_request(session, app_id, request_id)
+        sending.get_request(session, app_id, request_id, kind="users")
         results = sending.users_results(session, request_id, extended=True)
     return {"ApplicationId": app_id, "RequestId": request_id, "Result": results}
+
+
+@router.get("/v1/apps/{app_id}/messages/{request_id}")
+def get_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
+    call.authorize(app_id)
+    with call.herald.transaction() as session:
+        sending.get_request(session, app_id, request_id, kind="messages")
+        results = sending.messages_results(session, request_id, extended=True)
+    return {"ApplicationId": app_id, "RequestId": request_id, **results}
 
 
 # --- service routes (unsigned) ---------------------------------------------------------------

@@ -137,23 +137,30 @@ def cmd_keys(args: argparse.Namespace) -> None:
 def cmd_results(args: argparse.Namespace) -> None:
     from worker.db import session_scope
     from worker.models import MessageRequest
-    from worker.sending import users_results
+    from worker.sending import messages_results, users_results
 
     with session_scope(_settings()) as session:
         request = session.get(MessageRequest, args.request_id)
         if request is None:
             sys.exit(f"herald: no request {args.request_id}")
-        results: dict[str, Any] = users_results(session, request.id, extended=True)
+        if request.kind == "users":
+            answer: dict[str, Any] = {"Result": users_results(session, request.id, extended=True)}
+            rows = [(user, endpoint, r) for user, by_endpoint in answer["Result"].items()
+                    for endpoint, r in by_endpoint.items()]
+        else:
+            answer = messages_results(session, request.id, extended=True)
+            rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
+            rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
     if args.json:
-        print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id,
-                          "Result": results}, indent=2))
+        print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id, **answer},
+                         indent=2))
         return
-    print(f"{'USER':20} {'ENDPOINT':24} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL  MESSAGE")
-    for user, by_endpoint in results.items():
-        for endpoint, r in by_endpoint.items():
-            print(f"{user[:20]:20} {endpoint[:24]:24} {r['DeliveryStatus']:18} "
-                  f"{r['StatusCode']:>4} {r['Attempts']:>5} {'yes' if r['Final'] else 'no ':5} "
-                  f"{(r.get('StatusMessage') or '')[:60]}")
+    print(f"{'USER':20} {'RECIPIENT':28} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL "
+          "MESSAGE")
+    for user, recipient, r in rows:
+        print(f"{user[:20]:20} {recipient[:28]:28} {r['DeliveryStatus']:18} "
+              f"{r['StatusCode']:>4} {r['Attempts']:>5} {'yes' if r['Final'] else 'no':5} "
+              f"{(r.get('StatusMessage') or '')[:60]}")
 
 
 def main(argv: list[str] | None = None) -> None:

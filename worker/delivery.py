@@ -128,7 +128,7 @@ def _overrides(payload: Any, row: Delivery) -> wire.EndpointSendConfiguration | 
         return payload.users.get(row.user_id or "")
     if row.endpoint_id is not None:
         return (payload.endpoints or {}).get(row.endpoint_id)
-    return (payload.addresses or {}).get(row.recipient)
+    return (payload.addresses or {}).get(row.address or "")
 
 
 def _prepare(

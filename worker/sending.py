@@ -25,9 +25,18 @@ from worker.endpoints import endpoints_of_users
 from worker.errors import BadRequest, NotFound
 from worker.models import Delivery, Endpoint, MessageRequest
 from worker.providers.base import DeliveryStatus
-from worker.rendering import dedup_key, has_message
+from worker.rendering import (
+    check_email_address,
+    dedup_key,
+    has_message,
+    is_e164,
+    normalize_phone,
+)
 
 MAX_USERS = 100
+MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
+MAX_TOKEN = 4096
+ADDRESS_PREFIX = "address:"
 BATCH_SIZE = 100
 NO_ENDPOINTS = "No endpoints found for userId."
 IN_PROGRESS = "Delivery in progress"
@@ -67,23 +76,24 @@ def _check_request(
         raise NotFound(f"Template {templates.names()[0]} not found")
 
 
-def _plan_endpoint(
+def _plan_recipient(
     plan: _Plan,
-    endpoint: Endpoint,
+    channel_type: str,
+    address: str | None,
+    opt_out: str,
     config: wire.DirectMessageConfiguration,
     overrides: wire.EndpointSendConfiguration | None,
     enabled: Mapping[str, bool],
 ) -> tuple[DeliveryStatus | None, int | None, str | None]:
     """The final outcome decided without a provider, or (None, None, None) when pending."""
-    channel_type = endpoint.channel_type or ""
-    if endpoint.opt_out == "ALL":
+    if opt_out == "ALL":
         return DeliveryStatus.OPT_OUT, 400, "Endpoint has opted out of all messages."
     if channel_type not in SUPPORTED_CHANNELS:
         return (DeliveryStatus.PERMANENT_FAILURE, 400,
                 f"Channel type {channel_type} is not supported.")
-    if not endpoint.address:
+    if not address:
         return DeliveryStatus.PERMANENT_FAILURE, 400, "Endpoint has no address."
-    key = dedup_key(channel_type, endpoint.address)
+    key = dedup_key(channel_type, address)
     if key in plan.seen:
         return DeliveryStatus.DUPLICATE, 400, "Duplicate address in this request."
     plan.seen.add(key)
@@ -169,8 +179,9 @@ def accept_users_request(
             ))
             continue
         for endpoint in endpoints:
-            outcome = _plan_endpoint(
-                plan, endpoint, request.message_configuration, overrides, enabled
+            outcome = _plan_recipient(
+                plan, endpoint.channel_type or "", endpoint.address, endpoint.opt_out,
+                request.message_configuration, overrides, enabled,
             )
             plan.rows.append(_row(
                 request_id, app_id, endpoint.id, now=now, user_id=user_id,
@@ -179,6 +190,86 @@ def accept_users_request(
             ))
     message_request = MessageRequest(
         id=request_id, app_id=app_id, kind="users", payload=payload,
+        trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
+    )
+    return _persist(session, message_request, plan.rows)
+
+
+def check_address(channel_type: str, address: str) -> str | None:
+    """Why an address cannot be one of this channel's, or None when it can."""
+    if channel_type == "EMAIL":
+        try:
+            check_email_address(address)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if channel_type in ("SMS", "VOICE"):
+        if not is_e164(normalize_phone(address)):
+            return f"'{address[:40]}' is not a phone number in E.164 form (+15555550100)"
+        return None
+    if not address or len(address) > MAX_TOKEN or any(c.isspace() for c in address):
+        return "a device token must be 1 to 4096 characters with no spaces"
+    return None
+
+
+def accept_messages_request(
+    session: Session,
+    app_id: str,
+    request: wire.MessageRequest,
+    payload: dict[str, Any],
+    channels: ChannelCache,
+) -> Accepted:
+    """SendMessages: the same plan for addresses and endpoint ids (one pipeline, two intakes)."""
+    addresses = request.addresses or {}
+    endpoint_configs = request.endpoints or {}
+    total = len(addresses) + len(endpoint_configs)
+    if not 1 <= total <= MAX_RECIPIENTS:
+        raise BadRequest(
+            f"Addresses and Endpoints together must name from 1 to {MAX_RECIPIENTS} recipients"
+        )
+    for address, config in addresses.items():
+        if config.channel_type is None:
+            raise BadRequest(f"Addresses.{address[:60]}.ChannelType is required")
+        problem = check_address(config.channel_type.value, address)
+        if problem is not None:
+            raise BadRequest(f"Addresses.{address[:60]}: {problem}")
+    _check_request(request.message_configuration, request.template_configuration)
+    get_application(session, app_id)
+    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    request_id = str(uuid.uuid4())
+    now = utcnow()
+    plan = _Plan()
+    for address, address_config in addresses.items():
+        channel_type = address_config.channel_type.value if address_config.channel_type else ""
+        outcome = _plan_recipient(
+            plan, channel_type, address, "NONE", request.message_configuration,
+            address_config, enabled,
+        )
+        plan.rows.append(_row(request_id, app_id, f"{ADDRESS_PREFIX}{address}", now=now,
+                              channel_type=channel_type, address=address, outcome=outcome))
+    found = {
+        e.id: e for e in session.scalars(select(Endpoint).where(
+            Endpoint.app_id == app_id, Endpoint.id.in_(list(endpoint_configs))))
+    } if endpoint_configs else {}
+    for endpoint_id, overrides in endpoint_configs.items():
+        endpoint = found.get(endpoint_id)
+        if endpoint is None:
+            outcome = (DeliveryStatus.PERMANENT_FAILURE, 404, "Endpoint not found.")
+        elif endpoint.status == "INACTIVE":
+            outcome = (DeliveryStatus.PERMANENT_FAILURE, 400, "Endpoint is inactive.")
+        else:
+            outcome = _plan_recipient(
+                plan, endpoint.channel_type or "", endpoint.address, endpoint.opt_out,
+                request.message_configuration, overrides, enabled,
+            )
+        plan.rows.append(_row(
+            request_id, app_id, endpoint_id, now=now,
+            user_id=endpoint.user_id if endpoint else None, endpoint_id=endpoint_id,
+            channel_type=endpoint.channel_type if endpoint else None,
+            address=endpoint.address if endpoint else "", outcome=outcome,
+        ))
+    message_request = MessageRequest(
+        id=request_id, app_id=app_id, kind="messages", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
     return _persist(session, message_request, plan.rows)
@@ -231,9 +322,35 @@ def users_results(
     return results
 
 
-def get_request(session: Session, app_id: str, request_id: str) -> MessageRequest:
+def messages_results(
+    session: Session, request_id: str, *, extended: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """SendMessages' answer: ``Result`` by address, ``EndpointResult`` by endpoint id."""
+    by_address: dict[str, dict[str, Any]] = {}
+    by_endpoint: dict[str, dict[str, Any]] = {}
+    rows = session.scalars(
+        select(Delivery).where(Delivery.request_id == request_id).order_by(Delivery.id)
+    )
+    for row in rows:
+        result = result_of(row, extended=extended)
+        if row.endpoint_id is not None:
+            by_endpoint[row.endpoint_id] = result
+        else:
+            result.pop("Address", None)  # MessageResult has no Address member
+            by_address[row.recipient[len(ADDRESS_PREFIX):]] = result
+    answer: dict[str, dict[str, dict[str, Any]]] = {}
+    if by_address:
+        answer["Result"] = by_address
+    if by_endpoint:
+        answer["EndpointResult"] = by_endpoint
+    return answer
+
+
+def get_request(
+    session: Session, app_id: str, request_id: str, kind: str | None = None
+) -> MessageRequest:
     request = session.get(MessageRequest, request_id)
-    if request is None or request.app_id != app_id:
+    if request is None or request.app_id != app_id or (kind and request.kind != kind):
         raise NotFound("Resource not found")
     return request
 
