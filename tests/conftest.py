@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
+from tests.fakes.adm import FakeAdm
+from tests.fakes.apns import FakeApns
+from tests.fakes.baidu import FakeBaidu
+from tests.fakes.fcm import FakeFcm
 from tests.fakes.smtp import FakeSmtp
-from tests.stack import Stack, pinpoint
+from tests.fakes.twilio import FakeTwilio
+from tests.stack import ARTIFACTS, Stack, pinpoint
+
+BUNDLE_ID = "com.example.herald"
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +30,50 @@ def smtp() -> Iterator[FakeSmtp]:
     server.stop()
 
 
+@dataclass
+class Fakes:
+    """Every provider, speaking its protocol on 127.0.0.1."""
+
+    apns: FakeApns
+    apns_sandbox: FakeApns
+    fcm: FakeFcm
+    adm: FakeAdm
+    baidu: FakeBaidu
+    twilio: FakeTwilio
+
+
 @pytest.fixture(scope="session")
-def stack(smtp: FakeSmtp) -> Iterator[Stack]:
-    herald = Stack("main", env={"HERALD_SMTP_URL": smtp.url})
+def fakes() -> Iterator[Fakes]:
+    apns, apns_sandbox = FakeApns(BUNDLE_ID), FakeApns(BUNDLE_ID)
+    servers = Fakes(apns, apns_sandbox, FakeFcm(), FakeAdm(), FakeBaidu(), FakeTwilio())
+    for server in (apns, apns_sandbox, servers.fcm, servers.adm, servers.baidu, servers.twilio):
+        server.start()
+    yield servers
+    for server in (apns, apns_sandbox, servers.fcm, servers.adm, servers.baidu, servers.twilio):
+        server.stop()
+
+
+def provider_env(smtp: FakeSmtp, fakes: Fakes) -> dict[str, str]:
+    return {
+        "HERALD_SMTP_URL": smtp.url,
+        "HERALD_APNS_URL": fakes.apns.url,
+        "HERALD_APNS_SANDBOX_URL": fakes.apns_sandbox.url,
+        "HERALD_CA_BUNDLE": str(fakes.apns.ca_path),
+        "HERALD_FCM_URL": fakes.fcm.base_url,
+        "HERALD_ADM_URL": fakes.adm.base_url,
+        "HERALD_BAIDU_URL": fakes.baidu.base_url,
+        "HERALD_TWILIO_URL": fakes.twilio.url,
+        "HERALD_TWILIO_ACCOUNT_SID": fakes.twilio.account_sid,
+        "HERALD_TWILIO_AUTH_TOKEN": fakes.twilio.auth_token,
+        "HERALD_DEFAULT_ORIGINATION_NUMBER": "+15550009999",
+        "HERALD_RETRY_BASE_DELAY_S": "0.2",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(smtp: FakeSmtp, fakes: Fakes) -> Iterator[Stack]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    herald = Stack("main", env=provider_env(smtp, fakes))
     try:
         herald.start_worker()
         herald.start_api()

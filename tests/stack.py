@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,16 +34,85 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def create_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+def create_database(name: str, port: int = 5432) -> str:
+    with psycopg.connect(_admin(port), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
 
 
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+def drop_database(name: str, port: int = 5432) -> None:
+    with contextlib.suppress(psycopg.OperationalError), psycopg.connect(
+        _admin(port), autocommit=True
+    ) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(port: int) -> str:
+    return PG_ADMIN.replace(":5432/", f":{port}/")
+
+
+class PrivateRedis:
+    """A Redis server of the test's own (nothing on disk), so it can be stopped and restarted
+    empty without disturbing anything else on the machine."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free port, so it can be restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       capture_output=True, timeout=120)
+
+    def start(self) -> PrivatePostgres:
+        if not (self.directory / "PG_VERSION").exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            shutil.chown(self.directory, "postgres", "postgres")
+            self._as_postgres(str(self.bin / "initdb"), "-D", str(self.directory), "-A",
+                              "trust", "-U", "postgres")
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.directory), "-w", "-l",
+            str(self.directory / "server.log"), "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.directory), "-m", mode,
+                          "-w", "stop")
 
 
 def pinpoint(endpoint_url: str, key_id: str = ROOT_KEY_ID, secret: str = ROOT_SECRET,
@@ -61,13 +131,15 @@ def pinpoint(endpoint_url: str, key_id: str = ROOT_KEY_ID, secret: str = ROOT_SE
 class Stack:
     """A database, a Redis db, one or more API processes and worker processes."""
 
-    def __init__(self, name: str, env: Mapping[str, str] | None = None, redis_db: int = 1):
+    def __init__(self, name: str, env: Mapping[str, str] | None = None, redis_db: int = 1,
+                 redis_url: str | None = None, pg_port: int = 5432):
         self.name = name
         self.database = f"herald_test_{name}_{uuid.uuid4().hex[:6]}"
-        self.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        self.redis_url = redis_url or f"redis://127.0.0.1:6379/{redis_db}"
+        self.pg_port = pg_port
         self.env = {
             **os.environ,
-            "HERALD_DATABASE_URL": create_database(self.database),
+            "HERALD_DATABASE_URL": create_database(self.database, pg_port),
             "HERALD_BROKER_URL": self.redis_url,
             "HERALD_REDIS_URL": self.redis_url,
             "HERALD_SECRET_KEY": "test-secret-key",
@@ -165,4 +237,4 @@ class Stack:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-        drop_database(self.database)
+        drop_database(self.database, self.pg_port)

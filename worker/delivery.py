@@ -40,6 +40,7 @@ from worker.sending import delivery_uuid
 log = structlog.get_logger("herald.delivery")
 
 MAX_CONCURRENT_SENDS = 200
+FLUSH_INTERVAL_S = 0.05
 # Tolerance for a task that arrives a little before its countdown (clock skew, eta jitter).
 EARLY_SLACK = timedelta(seconds=1)
 
@@ -192,13 +193,21 @@ def _prepare(
     return prepared
 
 
-async def _send_all(
-    runtime: Runtime, work: dict[int, tuple[Message, ChannelConfig]]
-) -> dict[int, tuple[Outcome, str, float, float]]:
-    """Send concurrently; each result is (outcome, provider name, started, duration ms)."""
+async def _send_and_record(
+    runtime: Runtime,
+    rows: dict[int, Delivery],
+    work: dict[int, tuple[Message, ChannelConfig]],
+    created: datetime | None,
+) -> BatchReport:
+    """Send concurrently, writing outcomes as they arrive (every FLUSH_INTERVAL_S) on a
+    thread while sends go on. A worker that dies mid-batch then leaves only the sends still
+    in flight — not a whole batch of sent-but-unrecorded messages — to be repeated."""
+    loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
     # A provider must honour its own timeout; this bound only catches a provider that does not.
     guard = runtime.settings.provider_timeout_s + 5
+    done: list[tuple[int, tuple[Outcome, str, float, float]]] = []
+    report = BatchReport(claimed=len(rows), retries=[])
 
     async def one(row_id: int, message: Message, channel: ChannelConfig) -> None:
         provider = runtime.providers(message.channel_type)
@@ -208,18 +217,48 @@ async def _send_all(
             try:
                 outcome = await asyncio.wait_for(provider.send(message, channel), guard)
             except TimeoutError:
-                outcome = Outcome(DeliveryStatus.TIMEOUT, 408, "Provider did not answer in time")
+                outcome = Outcome(DeliveryStatus.TIMEOUT, 504, "Provider did not answer in time")
             except Exception:
                 log.exception("provider raised", provider=provider.name, delivery_id=row_id)
                 outcome = Outcome(
                     DeliveryStatus.TEMPORARY_FAILURE, 500, "Internal error in the provider adapter"
                 )
-            results[row_id] = (outcome, provider.name, started,
-                               (time.perf_counter() - began) * 1000)
+            done.append((row_id, (outcome, provider.name, started,
+                                  (time.perf_counter() - began) * 1000)))
 
-    results: dict[int, tuple[Outcome, str, float, float]] = {}
-    await asyncio.gather(*(one(i, m, c) for i, (m, c) in work.items()))
-    return results
+    async def flush() -> None:
+        if not done:
+            return
+        chunk = dict(done)
+        done.clear()
+        part = await loop.run_in_executor(
+            None, _write, runtime, [rows[i] for i in chunk], chunk, created
+        )
+        report.final += part.final
+        assert report.retries is not None
+        report.retries.extend(part.retries or ())
+
+    sending = asyncio.ensure_future(
+        asyncio.gather(*(one(i, m, c) for i, (m, c) in work.items()))
+    )
+    while not sending.done():
+        await asyncio.wait({sending}, timeout=FLUSH_INTERVAL_S)
+        await flush()
+    await sending
+    await flush()
+    return report
+
+
+def _write(
+    runtime: Runtime,
+    rows: list[Delivery],
+    outcomes: dict[int, tuple[Outcome, str, float, float]],
+    created: datetime | None,
+) -> BatchReport:
+    with runtime.sessions() as session, session.begin():
+        report = _record(runtime, session, rows, outcomes, created)
+    runtime.notify(rows[0].request_id)
+    return report
 
 
 def _record(
@@ -314,13 +353,20 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     created = entry[0].created_at if entry else None
     if created is not None and created.tzinfo is None:
         created = created.replace(tzinfo=utcnow().tzinfo)
+    by_id = {row.id: row for row in rows}
+    refused = {
+        row_id: (item, "herald", time.time(), 0.0)
+        for row_id, item in prepared.items()
+        if isinstance(item, Outcome)
+    }
+    report = BatchReport(claimed=len(rows), retries=[])
+    if refused:
+        report = _write(runtime, [by_id[i] for i in refused], refused, created)
+        report.claimed = len(rows)
     work = {i: p for i, p in prepared.items() if isinstance(p, tuple)}
-    sent = runtime.loop.run_until_complete(_send_all(runtime, work)) if work else {}
-    outcomes: dict[int, tuple[Outcome, str, float, float]] = dict(sent)
-    for row_id, item in prepared.items():
-        if isinstance(item, Outcome):
-            outcomes[row_id] = (item, "herald", time.time(), 0.0)
-    with runtime.sessions() as session, session.begin():
-        report = _record(runtime, session, rows, outcomes, created)
-    runtime.notify(request_id)
+    if work:
+        sent = runtime.loop.run_until_complete(_send_and_record(runtime, by_id, work, created))
+        report.final += sent.final
+        assert report.retries is not None
+        report.retries.extend(sent.retries or ())
     return report

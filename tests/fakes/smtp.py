@@ -6,6 +6,7 @@ the first delivery to x fail temporarily and the next succeed.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -17,6 +18,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+HANG = 0  # a scripted "reply" that never comes
 
 _REPLIES = {
     250: "250 2.0.0 OK queued",
@@ -55,7 +58,11 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        if self.server.data_delay_s:
+            await asyncio.sleep(self.server.data_delay_s)
         code = self.server._next_reply(envelope.rcpt_tos[0], stage="data")
+        if code == HANG:
+            await asyncio.sleep(3600)
         if code is not None and code != 250:
             return _REPLIES[code]
         with self.server._lock:
@@ -68,6 +75,7 @@ class _Handler:
 class FakeSmtp:
     def __init__(self, username: str | None = None, password: str | None = None) -> None:
         self.received: list[Received] = []
+        self.data_delay_s = 0.0
         self._scripts: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._username = username
@@ -120,6 +128,14 @@ class FakeSmtp:
             if queue and queue[0][1] == stage:
                 return queue.popleft()[0]
         return None
+
+    def count_by_recipient(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for received in self.received:
+                for recipient in received.recipients:
+                    counts[recipient.lower()] += 1
+        return dict(counts)
 
     def to(self, recipient: str) -> list[Received]:
         with self._lock:

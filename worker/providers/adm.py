@@ -1,0 +1,306 @@
+"""Amazon Device Messaging adapter for the ADM channel.
+
+Docs: https://developer.amazon.com/docs/adm/request-access-token.html (client-credentials
+token, ``scope=messaging:push``) and https://developer.amazon.com/docs/adm/send-message.html
+(send, response codes, 6 KB payload, canonical ``registrationID``).
+
+The message is a data message whose ``data`` is the same flat ``pinpoint.*`` string map as FCM
+(:func:`worker.providers.fcm.pinpoint_data`), which is what Pinpoint sent and what the Pinpoint
+/ Amplify SDKs read on Fire OS.
+
+``md5``: ADM verifies an ``md5`` it is given and computes one itself when it is absent, so
+Herald passes Pinpoint's ``MD5`` through when set and otherwise leaves it to ADM rather than
+risk sending a checksum ADM would reject with ``InvalidChecksum``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from worker.config import Settings
+from worker.providers.base import (
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    PushNotification,
+    push_failure,
+)
+from worker.providers.fcm import (
+    NO_ANSWER_CONNECTION,
+    NO_ANSWER_TIMEOUT,
+    AccessTokenCache,
+    LoopBoundClient,
+    PayloadError,
+    Rule,
+    excerpt,
+    parse_retry_after,
+    pinpoint_data,
+    provider_tls_context,
+    raw_json_object,
+)
+
+CHANNEL_TYPE = "ADM"
+# "Using ADM, you can send messages with a payload of up to 6KB in size."
+ADM_PAYLOAD_LIMIT = 6 * 1024
+ADM_TYPE_VERSION = "com.amazon.device.messaging.ADMMessage@1.0"
+ADM_ACCEPT_TYPE = "com.amazon.device.messaging.ADMSendResult@1.0"
+
+
+def build_adm_message(notification: PushNotification) -> dict[str, Any]:
+    """The ADM send body (pure): ``data`` plus ``consolidationKey``, ``expiresAfter``, ``md5``.
+
+    ``expiresAfter`` comes from ``ExpiresAfter`` (Pinpoint's ADM member, a string of seconds)
+    or, failing that, ``TimeToLive``. ``RawContent`` is the whole body, sent verbatim.
+    """
+    if notification.raw_content is not None:
+        return raw_json_object(notification.raw_content)
+    options = notification.options
+    message: dict[str, Any] = {"data": pinpoint_data(notification)}
+    if options.get("ConsolidationKey"):
+        message["consolidationKey"] = str(options["ConsolidationKey"])
+    expires = options.get("ExpiresAfter", options.get("TimeToLive"))
+    if expires is not None and expires != "":
+        try:
+            message["expiresAfter"] = int(str(expires).strip())
+        except ValueError:
+            raise PayloadError(
+                f"ExpiresAfter {expires!r} is not a whole number of seconds"
+            ) from None
+    if options.get("MD5"):
+        message["md5"] = str(options["MD5"])
+    return message
+
+
+def adm_payload_size(message: Mapping[str, Any]) -> int:
+    """Bytes of the serialised ``data`` object, what ADM's 6 KB limit is about."""
+    data = message.get("data", {})
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+P = DeliveryStatus.PERMANENT_FAILURE
+T = DeliveryStatus.TEMPORARY_FAILURE
+Q = DeliveryStatus.THROTTLED
+
+# ADM ``reason`` values → outcome. Source: https://developer.amazon.com/docs/adm/send-message.html
+# ("Response format": status codes and reasons).
+ADM_ERRORS: dict[str, Rule] = {
+    "InvalidRegistrationId": Rule(
+        P, True, "400: the registration ID is invalid; stop sending to it"
+    ),
+    "Unregistered": Rule(
+        P,
+        True,
+        "the app instance behind the registration ID can no longer receive messages",
+    ),
+    "InvalidData": Rule(P, False, "400: the data parameter is malformed"),
+    "InvalidConsolidationKey": Rule(P, False, "400: the consolidationKey is invalid"),
+    "InvalidExpiration": Rule(P, False, "400: expiresAfter is out of range"),
+    "InvalidChecksum": Rule(P, False, "400: md5 does not match the data"),
+    "InvalidType": Rule(P, False, "400: the X-Amzn-Type-Version header is not recognised"),
+    "MessageTooLarge": Rule(P, False, "413: the payload exceeds 6 KB"),
+    "AccessTokenExpired": Rule(
+        P, False, "401: the access token was rejected (refreshed once already)"
+    ),
+    "MaxRateExceeded": Rule(Q, False, "429: the sender exceeded its rate; honour Retry-After"),
+}
+# Answers without a known reason, by HTTP status (same page).
+ADM_STATUS: dict[int, Rule] = {
+    400: Rule(P, False, "ADM rejected the message"),
+    401: Rule(P, False, "ADM did not accept the access token"),
+    410: Rule(P, True, "the registration ID is no longer registered"),
+    413: Rule(P, False, "the payload exceeds 6 KB"),
+    429: Rule(Q, False, "the sender exceeded its rate; honour Retry-After"),
+    500: Rule(T, False, "ADM internal server error; retry after Retry-After"),
+    503: Rule(T, False, "ADM temporarily unavailable; retry after Retry-After"),
+}
+
+
+def classify_adm_response(
+    status_code: int, text: str, headers: Mapping[str, str], address: str
+) -> Outcome:
+    """Turn an ADM answer into an outcome (pure)."""
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if status_code == 200:
+        canonical = body.get("registrationID") if isinstance(body, dict) else None
+        return Outcome(
+            status=DeliveryStatus.SUCCESSFUL,
+            status_code=200,
+            status_message=excerpt(text),
+            message_id=headers.get("x-amzn-requestid"),
+            updated_token=(
+                str(canonical) if isinstance(canonical, str) and canonical != address else None
+            ),
+        )
+    reason = str(body.get("reason") or "") if isinstance(body, dict) else ""
+    rule = ADM_ERRORS.get(reason) or ADM_STATUS.get(status_code)
+    if rule is None:
+        if status_code >= 500:
+            rule = Rule(T, False, f"ADM server error (HTTP {status_code})")
+        else:
+            rule = Rule(P, False, f"ADM refused the message (HTTP {status_code})")
+    return push_failure(
+        channel_type=CHANNEL_TYPE,
+        status=rule.status,
+        status_code=status_code,
+        error_message=rule.reason,
+        provider_error=reason,
+        provider_response=excerpt(text),
+        retry_after=(
+            parse_retry_after(headers.get("retry-after")) if rule.status is not P else None
+        ),
+        deactivate_endpoint=rule.deactivate,
+    )
+
+
+class AdmProvider:
+    """Sends ADM-channel pushes through Amazon Device Messaging."""
+
+    name = "adm"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tokens = AccessTokenCache()
+        self._http = LoopBoundClient(self._new_client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=provider_tls_context(self._settings),
+            timeout=httpx.Timeout(self._settings.provider_timeout_s),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        notification = delivery.content
+        if not isinstance(notification, PushNotification):
+            raise TypeError(f"ADM cannot send {type(notification).__name__}")
+        client_id = channel.credentials.get("ClientId") or channel.settings.get("ClientId")
+        client_secret = channel.credentials.get("ClientSecret")
+        if not client_id or not client_secret:
+            return self._refused(400, "the ADM channel needs both ClientId and ClientSecret")
+        try:
+            message = build_adm_message(notification)
+        except PayloadError as exc:
+            return self._refused(400, str(exc))
+        size = adm_payload_size(message)
+        if size > ADM_PAYLOAD_LIMIT:
+            return self._refused(
+                413, f"payload too large: {size} bytes of data, ADM allows {ADM_PAYLOAD_LIMIT}"
+            )
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            async with asyncio.timeout(self._settings.provider_timeout_s):
+                return await self._deliver(str(client_id), client_secret, delivery.address, body)
+        except (TimeoutError, httpx.TimeoutException):
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TIMEOUT,
+                status_code=NO_ANSWER_TIMEOUT,
+                error_message=(
+                    f"ADM did not answer within {self._settings.provider_timeout_s:g} s"
+                ),
+            )
+        except httpx.TransportError as exc:
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TEMPORARY_FAILURE,
+                status_code=NO_ANSWER_CONNECTION,
+                error_message=f"could not reach ADM: {type(exc).__name__}: {exc}",
+            )
+
+    async def _deliver(
+        self, client_id: str, client_secret: str, address: str, body: bytes
+    ) -> Outcome:
+        key = hashlib.sha256(f"{client_id}\0{client_secret}".encode()).hexdigest()
+        url = f"{self._settings.adm_url}/messaging/registrations/{quote(address, safe='')}/messages"
+        for attempt in (1, 2):
+            token = await self._tokens.get(key, lambda: self._fetch_token(client_id, client_secret))
+            if isinstance(token, Outcome):
+                return token
+            response = await self._http.get().post(
+                url,
+                content=body,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "X-Amzn-Type-Version": ADM_TYPE_VERSION,
+                    "X-Amzn-Accept-Type": ADM_ACCEPT_TYPE,
+                },
+            )
+            # ADM: on 401 AccessTokenExpired "request a new access token" — once, here.
+            if response.status_code == 401 and attempt == 1:
+                self._tokens.invalidate(key, token)
+                continue
+            return classify_adm_response(
+                response.status_code, response.text, response.headers, address
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_token(self, client_id: str, client_secret: str) -> tuple[str, float] | Outcome:
+        response = await self._http.get().post(
+            f"{self._settings.adm_url}/auth/o2/token",
+            data={
+                "grant_type": "client_credentials",
+                "scope": "messaging:push",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 200 and isinstance(body, dict):
+            token = body.get("access_token")
+            try:
+                lifetime = float(body.get("expires_in", 3600))
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            if isinstance(token, str) and token:
+                return token, max(lifetime, 1.0)
+        error = ""
+        if isinstance(body, dict):
+            error = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+        if response.status_code == 429:
+            status = Q
+        elif response.status_code >= 500:
+            status = T
+        else:
+            status = P
+        return push_failure(
+            channel_type=CHANNEL_TYPE,
+            status=status,
+            status_code=response.status_code,
+            error_message=(
+                "Amazon's token endpoint refused the ADM channel's ClientId/ClientSecret"
+                + (f": {error}" if error else "")
+            ),
+            provider_error=str(body.get("error", "")) if isinstance(body, dict) else "",
+            provider_response=excerpt(response.text),
+            retry_after=(
+                parse_retry_after(response.headers.get("retry-after")) if status is not P else None
+            ),
+        )
+
+    @staticmethod
+    def _refused(status_code: int, message: str) -> Outcome:
+        return push_failure(
+            channel_type=CHANNEL_TYPE,
+            status=DeliveryStatus.PERMANENT_FAILURE,
+            status_code=status_code,
+            error_message=message,
+        )

@@ -1,0 +1,288 @@
+"""Baidu Cloud Push (REST API 3.0) adapter for the BAIDU channel.
+
+Docs: http://push.baidu.com/doc/restapi/restapi (``push/single_device``) and
+http://push.baidu.com/doc/restapi/sdk_developer (common parameters, signature, errors).
+
+One form-encoded ``POST {HERALD_BAIDU_URL}/rest/3.0/push/single_device`` per device, carrying
+``apikey``, ``timestamp``, ``device_type`` (3, Android: Pinpoint's Baidu channel is Android),
+``channel_id`` (the endpoint address), ``msg_type`` (1 notification, 0 message), ``msg`` (JSON),
+``msg_expires`` (from ``TimeToLive``) and ``sign``.
+
+``sign`` is Baidu's request signature::
+
+    md5(urlencode(METHOD + URL + k1=v1 + k2=v2 … (sorted by key) + secret_key))
+
+lower-case hex, where ``urlencode`` is PHP's (Baidu's reference SDK is PHP; its Python 2 SDK
+uses ``urllib.quote_plus``, the same thing): space as ``+``, everything but ``A-Za-z0-9-_.``
+percent-encoded. ``URL`` is the URL actually requested, so a configured gateway URL is signed
+as requested.
+
+The TTL goes in ``msg_expires`` (seconds, 0 to 604800): Baidu's ``expires`` is something else,
+the signature's expiry time. ``deploy_status`` is not sent: Baidu uses it for iOS apps only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote_plus, urlencode
+
+import httpx
+
+from worker.config import Settings
+from worker.providers.base import (
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    PushNotification,
+    push_failure,
+)
+from worker.providers.fcm import (
+    NO_ANSWER_CONNECTION,
+    NO_ANSWER_TIMEOUT,
+    LoopBoundClient,
+    PayloadError,
+    Rule,
+    excerpt,
+    parse_retry_after,
+    pinpoint_data,
+    provider_tls_context,
+    raw_json_object,
+)
+
+CHANNEL_TYPE = "BAIDU"
+SINGLE_DEVICE_PATH = "/rest/3.0/push/single_device"
+DEVICE_TYPE_ANDROID = "3"
+MSG_TYPE_MESSAGE = "0"
+MSG_TYPE_NOTIFICATION = "1"
+BAIDU_MAX_EXPIRES_S = 604_800  # msg_expires: "0~604800 (86400*7)"
+
+USER_AGENT = (
+    f"BCCS_SDK/3.0 ({platform.system()}; {platform.release()}; {platform.machine()}) "
+    f"python/{platform.python_version()} (Baidu Push Server SDK V3.0.0) cli/Unknown Herald"
+)
+
+
+def php_urlencode(text: str) -> str:
+    """PHP ``urlencode``: like ``quote_plus`` with nothing safe, except that ``~`` is encoded."""
+    return quote_plus(text, safe="").replace("~", "%7E")
+
+
+def baidu_sign(method: str, url: str, params: Mapping[str, str], secret_key: str) -> str:
+    """Baidu's request signature over every parameter but ``sign`` (pure)."""
+    gather = method.upper() + url
+    for key in sorted(params):
+        if key != "sign":
+            gather += f"{key}={params[key]}"
+    gather += secret_key
+    return hashlib.md5(php_urlencode(gather).encode()).hexdigest()  # noqa: S324 - Baidu's scheme
+
+
+def build_baidu_msg(notification: PushNotification) -> tuple[str, str]:
+    """(``msg_type``, ``msg``) for one notification (pure).
+
+    A notification is ``{"title", "description", "custom_content"}`` with the ``pinpoint.*``
+    map (``Data`` as ``pinpoint.jsonBody``, the ``Context`` keys) in ``custom_content``, and
+    ``open_type`` 1 + ``url`` for a URL action so the Baidu client opens it itself. A silent
+    push is a message whose ``msg`` is that same map. ``RawContent`` is sent verbatim as
+    ``msg``: a notification when it has Baidu's required ``description``, else a message.
+    """
+    if notification.raw_content is not None:
+        raw = raw_json_object(notification.raw_content)
+        kind = MSG_TYPE_NOTIFICATION if "description" in raw else MSG_TYPE_MESSAGE
+        return kind, notification.raw_content
+    data = pinpoint_data(notification)
+    if notification.silent_push:
+        return MSG_TYPE_MESSAGE, json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    msg: dict[str, Any] = {}
+    if notification.title is not None:
+        msg["title"] = notification.title
+    msg["description"] = notification.body or ""
+    if (notification.action or "").upper() == "URL" and notification.url:
+        msg["open_type"] = 1
+        msg["url"] = notification.url
+    msg["custom_content"] = data
+    return MSG_TYPE_NOTIFICATION, json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_baidu_params(
+    notification: PushNotification, channel_id: str, api_key: str, timestamp: int
+) -> dict[str, str]:
+    """The ``push/single_device`` form parameters, ``sign`` excluded (pure)."""
+    msg_type, msg = build_baidu_msg(notification)
+    params = {
+        "apikey": api_key,
+        "timestamp": str(timestamp),
+        "device_type": DEVICE_TYPE_ANDROID,
+        "channel_id": channel_id,
+        "msg_type": msg_type,
+        "msg": msg,
+    }
+    ttl = notification.options.get("TimeToLive")
+    if ttl is not None and ttl != "":
+        try:
+            seconds = int(str(ttl).strip())
+        except ValueError:
+            raise PayloadError(f"TimeToLive {ttl!r} is not a whole number of seconds") from None
+        if seconds < 0:
+            raise PayloadError("TimeToLive must not be negative")
+        params["msg_expires"] = str(min(seconds, BAIDU_MAX_EXPIRES_S))
+    return params
+
+
+P = DeliveryStatus.PERMANENT_FAILURE
+T = DeliveryStatus.TEMPORARY_FAILURE
+Q = DeliveryStatus.THROTTLED
+
+# Baidu Cloud Push error_code → outcome. Source: Baidu Push error code list (push.baidu.com,
+# "错误码"; the same names ship in Baidu's SDKs' PushConstants). Note 30607 is "Channel Token
+# Timeout"; the request-rate rejection is 30699.
+BAIDU_ERRORS: dict[int, Rule] = {
+    30600: Rule(T, False, "Internal Server Error"),
+    30601: Rule(P, False, "Method Not Allowed"),
+    30602: Rule(P, False, "Request Params Not Valid"),
+    30603: Rule(P, False, "Authentication Failed: check the BAIDU channel's ApiKey/SecretKey"),
+    30604: Rule(P, False, "Quota Use Up Payment Required"),
+    30605: Rule(P, False, "Data Required Not Found"),
+    30606: Rule(P, False, "Request Time Expires Timeout: check the server clock"),
+    30607: Rule(P, False, "Channel Token Timeout"),
+    30608: Rule(P, True, "Bind Relation Not Found: the channel_id is not bound to this app"),
+    30609: Rule(P, False, "Bind Number Too Many"),
+    30612: Rule(P, False, "Application Forbidden, Need Whitelist Authorization"),
+    30613: Rule(P, False, "App Need Inited First In Push-console"),
+    30616: Rule(P, False, "Application Do Not Have Unicast Capability"),
+    30618: Rule(P, False, "Application Is Not Approved, Can Not Use The Push Service"),
+    30699: Rule(Q, False, "Requests Are Too Frequent To Be Temporarily Rejected"),
+}
+
+
+def _names_channel_id(message: str) -> bool:
+    text = message.lower().replace(" ", "_")
+    return "channel_id" in text or "channelid" in text
+
+
+def classify_baidu_response(status_code: int, text: str, headers: Mapping[str, str]) -> Outcome:
+    """Turn a Baidu answer into an outcome (pure)."""
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    params = body.get("response_params")
+    if status_code == 200 and "error_code" not in body and isinstance(params, dict):
+        msg_id = params.get("msg_id")
+        return Outcome(
+            status=DeliveryStatus.SUCCESSFUL,
+            status_code=200,
+            status_message=excerpt(text),
+            message_id=str(msg_id) if msg_id is not None else None,
+        )
+    try:
+        code = int(body.get("error_code", 0))
+    except (TypeError, ValueError):
+        code = 0
+    error_msg = str(body.get("error_msg") or "")
+    rule = BAIDU_ERRORS.get(code)
+    if rule is None:
+        if status_code == 429:
+            rule = Rule(Q, False, "Baidu throttled the request")
+        elif status_code >= 500 or status_code == 200:
+            rule = Rule(T, False, f"Baidu server error (HTTP {status_code})")
+        else:
+            rule = Rule(P, False, f"Baidu refused the request (HTTP {status_code})")
+    # An invalid / unknown channel id is reported as a parameter or not-found error that names
+    # it; that address will never work again.
+    deactivate = rule.deactivate or (code in (30602, 30605) and _names_channel_id(error_msg))
+    return push_failure(
+        channel_type=CHANNEL_TYPE,
+        status=rule.status,
+        status_code=status_code,
+        error_message=f"{rule.reason}: {error_msg}" if error_msg else rule.reason,
+        provider_error=str(code) if code else "",
+        provider_response=excerpt(text),
+        retry_after=(
+            parse_retry_after(headers.get("retry-after")) if rule.status is not P else None
+        ),
+        deactivate_endpoint=deactivate,
+    )
+
+
+class BaiduProvider:
+    """Sends BAIDU-channel pushes through Baidu Cloud Push."""
+
+    name = "baidu"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._http = LoopBoundClient(self._new_client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=provider_tls_context(self._settings),
+            timeout=httpx.Timeout(self._settings.provider_timeout_s),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        notification = delivery.content
+        if not isinstance(notification, PushNotification):
+            raise TypeError(f"Baidu cannot send {type(notification).__name__}")
+        api_key = channel.credentials.get("ApiKey") or channel.settings.get("ApiKey")
+        secret_key = channel.credentials.get("SecretKey")
+        if not api_key or not secret_key:
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.PERMANENT_FAILURE,
+                status_code=400,
+                error_message="the BAIDU channel needs both ApiKey and SecretKey",
+            )
+        try:
+            params = build_baidu_params(
+                notification, delivery.address, str(api_key), int(time.time())
+            )
+        except PayloadError as exc:
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.PERMANENT_FAILURE,
+                status_code=400,
+                error_message=str(exc),
+            )
+        url = self._settings.baidu_url + SINGLE_DEVICE_PATH
+        params["sign"] = baidu_sign("POST", url, params, secret_key)
+        try:
+            async with asyncio.timeout(self._settings.provider_timeout_s):
+                response = await self._http.get().post(
+                    url,
+                    content=urlencode(params).encode(),
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded;charset=utf-8",
+                        "User-Agent": USER_AGENT,
+                    },
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TIMEOUT,
+                status_code=NO_ANSWER_TIMEOUT,
+                error_message=(
+                    f"Baidu did not answer within {self._settings.provider_timeout_s:g} s"
+                ),
+            )
+        except httpx.TransportError as exc:
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TEMPORARY_FAILURE,
+                status_code=NO_ANSWER_CONNECTION,
+                error_message=f"could not reach Baidu: {type(exc).__name__}: {exc}",
+            )
+        return classify_baidu_response(response.status_code, response.text, response.headers)

@@ -1,0 +1,752 @@
+"""Firebase Cloud Messaging (HTTP v1) adapter for the GCM channel.
+
+The message is a *data* message in the shape Pinpoint sent, so Android apps built on the
+Pinpoint / Amplify SDKs keep working: a flat string map with ``pinpoint.notification.title``,
+``pinpoint.notification.body``, ``pinpoint.openApp``, ``pinpoint.url``, ``pinpoint.jsonBody``,
+``pinpoint.notification.silentPush`` … (:func:`pinpoint_data`), which the app's SDK turns into
+the notification. ADM and Baidu carry the same map, so their adapters import it from here.
+
+Authentication is the service account's OAuth 2.0 JWT-bearer grant
+(https://developers.google.com/identity/protocols/oauth2/service-account#httprest): an RS256
+assertion signed with ``private_key`` is exchanged at ``token_uri`` for an access token, which is
+cached per service account until shortly before it expires. The legacy server-key ("KEY")
+method was shut down by Google in 2024 and is answered with a permanent failure.
+
+Why pyfcm is not used, although it is installed: ``pyfcm.FCMNotification`` (2.x) is synchronous
+(``requests``), sleeps inside ``send_request`` for as long as a 429/503 ``Retry-After`` says and
+then recurses without bound, retries 502/503 again through urllib3, and refreshes its token with
+google-auth's blocking transport. Running it in a thread would still block that thread for the
+whole ``Retry-After`` and take the retry decision away from Herald's retry policy (DESIGN §7).
+Its payload builder needs a credentialed instance and emits ``validate_only``. So the HTTP is
+done here with ``httpx.AsyncClient`` (HTTP/2, pooled, no retries of its own) and the JWT is
+signed with ``cryptography`` directly — a dozen lines, typed, no blocking refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import certifi
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from worker.config import Settings
+from worker.providers.base import (
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    PushNotification,
+    push_failure,
+)
+
+CHANNEL_TYPE = "GCM"
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# "4096 bytes for most messages … This includes both the keys and the values."
+# https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode (INVALID_ARGUMENT)
+FCM_PAYLOAD_LIMIT = 4096
+# FCM keeps a message at most 28 days; a longer ttl is an INVALID_ARGUMENT.
+FCM_MAX_TTL_S = 2_419_200
+
+# StatusCode when the provider gave no HTTP answer at all (there is no provider status to
+# report): what an HTTP gateway would say in our place, as the APNs and Twilio adapters do.
+NO_ANSWER_TIMEOUT = 504
+NO_ANSWER_CONNECTION = 503
+
+_EXCERPT = 1000
+
+
+class PayloadError(ValueError):
+    """The rendered message cannot become a valid provider payload (a permanent failure)."""
+
+
+# --- shared by the FCM, ADM and Baidu adapters ---------------------------------------------
+
+
+def pinpoint_data(notification: PushNotification) -> dict[str, str]:
+    """The flat ``pinpoint.*`` string map Pinpoint put in FCM/ADM data messages.
+
+    ``Context`` keys come first so Pinpoint's own keys win a clash. ``Data`` travels as the
+    JSON string ``pinpoint.jsonBody``. A deep link is given both as ``pinpoint.deeplink`` (what
+    Amplify reads) and ``pinpoint.url`` (what the older AWS Mobile SDK opens).
+    """
+    data = {str(key): str(value) for key, value in notification.context.items()}
+    if notification.title is not None:
+        data["pinpoint.notification.title"] = notification.title
+    if notification.body is not None:
+        data["pinpoint.notification.body"] = notification.body
+    action = (notification.action or "OPEN_APP").upper()
+    if action == "URL" and notification.url:
+        data["pinpoint.url"] = notification.url
+    elif action == "DEEP_LINK" and notification.url:
+        data["pinpoint.deeplink"] = notification.url
+        data["pinpoint.url"] = notification.url
+    else:
+        data["pinpoint.openApp"] = "true"
+    if notification.data:
+        data["pinpoint.jsonBody"] = json.dumps(notification.data, separators=(",", ":"))
+    data["pinpoint.notification.silentPush"] = "1" if notification.silent_push else "0"
+    if notification.sound:
+        data["pinpoint.notification.sound"] = notification.sound
+    for option, key in _IMAGE_KEYS.items():
+        value = notification.options.get(option)
+        if value:
+            data[key] = str(value)
+    return data
+
+
+_IMAGE_KEYS = {
+    "ImageUrl": "pinpoint.notification.imageUrl",
+    "ImageIconUrl": "pinpoint.notification.imageIconUrl",
+    "SmallImageIconUrl": "pinpoint.notification.imageSmallIconUrl",
+    "IconReference": "pinpoint.notification.icon",
+}
+
+
+def raw_json_object(raw_content: str) -> dict[str, Any]:
+    """``RawContent`` parsed; it must be a JSON object."""
+    try:
+        value = json.loads(raw_content)
+    except ValueError as exc:
+        raise PayloadError(f"RawContent is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PayloadError("RawContent must be a JSON object")
+    return value
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(int(value)))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def provider_tls_context(settings: Settings) -> ssl.SSLContext:
+    """Public CAs (certifi, as httpx uses by default) plus ``HERALD_CA_BUNDLE`` if set."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=str(settings.ca_bundle))
+    return context
+
+
+def excerpt(text: str) -> str:
+    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…"
+
+
+class LoopBoundClient:
+    """An ``httpx.AsyncClient`` for the running event loop.
+
+    A worker may drive the provider from more than one event loop over its life (e.g. one
+    ``asyncio.run`` per Celery task); a client or lock from a finished loop cannot be used in a
+    new one, so both are recreated when the loop changes. Call ``aclose()`` before a loop
+    ends; a client left behind by a finished loop can only be abandoned.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.AsyncClient]) -> None:
+        self._factory = factory
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = self._factory()
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+
+@dataclass(slots=True)
+class _CachedToken:
+    value: str
+    refresh_at: float  # monotonic
+
+
+@dataclass(slots=True)
+class _CachedRefusal:
+    outcome: Outcome
+    until: float  # monotonic
+
+
+# Fetches a token: (access token, lifetime in seconds), or the outcome that refused it.
+TokenFetch = Callable[[], Awaitable["tuple[str, float] | Outcome"]]
+
+
+class AccessTokenCache:
+    """OAuth access tokens per credential, each refreshed by one coroutine at a time.
+
+    A token is used until shortly before it expires (a minute, or half its lifetime if that is
+    shorter). A permanent refusal is remembered for a minute for the same credential, so a
+    request to thousands of endpoints of a misconfigured app costs one token request, not one
+    per endpoint; changed credentials have a different key and are tried at once.
+    """
+
+    REFUSAL_TTL_S = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tokens: dict[str, _CachedToken] = {}
+        self._refusals: dict[str, _CachedRefusal] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def get(self, key: str, fetch: TokenFetch) -> str | Outcome:
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        async with self._lock(key):
+            cached = self._cached(key)
+            if cached is not None:
+                return cached
+            result = await fetch()
+            now = self._clock()
+            if isinstance(result, Outcome):
+                if result.status is DeliveryStatus.PERMANENT_FAILURE:
+                    self._refusals[key] = _CachedRefusal(result, now + self.REFUSAL_TTL_S)
+                return result
+            token, lifetime = result
+            margin = min(60.0, lifetime / 2)
+            self._tokens[key] = _CachedToken(token, now + lifetime - margin)
+            self._refusals.pop(key, None)
+            return token
+
+    def invalidate(self, key: str, token: str) -> None:
+        """Forget ``token`` (the provider rejected it) unless it was already replaced."""
+        cached = self._tokens.get(key)
+        if cached is not None and cached.value == token:
+            del self._tokens[key]
+
+    def _cached(self, key: str) -> str | Outcome | None:
+        now = self._clock()
+        token = self._tokens.get(key)
+        if token is not None and now < token.refresh_at:
+            return token.value
+        refusal = self._refusals.get(key)
+        if refusal is not None and now < refusal.until:
+            return refusal.outcome
+        return None
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._locks.clear()
+            self._loop = loop
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
+# --- the service account --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    """The fields of a Google service-account JSON that FCM needs, key already parsed."""
+
+    project_id: str
+    client_email: str
+    token_uri: str
+    private_key_id: str | None
+    private_key: rsa.RSAPrivateKey
+    cache_key: str
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceAccount:
+        try:
+            info = json.loads(text)
+        except ValueError:
+            raise ValueError("is not valid JSON") from None
+        if not isinstance(info, dict):
+            raise ValueError("is not a JSON object")
+        missing = [
+            name
+            for name in ("project_id", "private_key", "client_email", "token_uri")
+            if not isinstance(info.get(name), str) or not info[name]
+        ]
+        if missing:
+            raise ValueError("lacks " + ", ".join(missing))
+        try:
+            key = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise ValueError("has a private_key that is not a PEM private key") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("has a private_key that is not an RSA key")
+        key_id = info.get("private_key_id")
+        fingerprint = hashlib.sha256(
+            "\0".join(
+                (info["client_email"], info["token_uri"], str(key_id), info["private_key"])
+            ).encode()
+        ).hexdigest()
+        return cls(
+            project_id=info["project_id"],
+            client_email=info["client_email"],
+            token_uri=info["token_uri"],
+            private_key_id=key_id if isinstance(key_id, str) else None,
+            private_key=key,
+            cache_key=fingerprint,
+        )
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def service_account_assertion(account: ServiceAccount, now: int) -> str:
+    """The RS256-signed JWT a service account exchanges for an access token."""
+    header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
+    if account.private_key_id:
+        header["kid"] = account.private_key_id
+    claims = {
+        "iss": account.client_email,
+        "scope": FCM_SCOPE,
+        "aud": account.token_uri,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    signing_input = (
+        _b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    )
+    signature = account.private_key.sign(
+        signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+    return signing_input + "." + _b64url(signature)
+
+
+# --- the payload ---------------------------------------------------------------------------
+
+
+def _fcm_priority(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if text in ("high", "10"):
+        return "high"
+    if text in ("normal", "5"):
+        return "normal"
+    raise PayloadError(f"Priority {value!r} is not one of high, normal, 10, 5")
+
+
+def _ttl_seconds(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = int(str(value).strip())
+    except ValueError:
+        raise PayloadError(f"{name} {value!r} is not a whole number of seconds") from None
+    if seconds < 0:
+        raise PayloadError(f"{name} must not be negative")
+    return seconds
+
+
+def build_fcm_message(notification: PushNotification, token: str) -> dict[str, Any]:
+    """The FCM v1 ``messages:send`` body for one registration token (pure).
+
+    Without ``RawContent`` this is a data message carrying :func:`pinpoint_data`, with
+    ``android.priority`` (``Priority``: high/normal/10/5), ``android.ttl`` (``TimeToLive``,
+    capped at FCM's 28 days), ``collapse_key`` and ``restricted_package_name`` when given.
+
+    ``RawContent`` is the message itself and is sent as it is, addressed to ``token``:
+    ``{"message": {...}}`` is used verbatim; an object without ``"message"`` is taken as the
+    message body and wrapped. A legacy-API body (top-level ``priority``, ``time_to_live``,
+    ``collapse_key``, ``restricted_package_name``; Pinpoint accepted those) is moved into
+    ``android`` the way Pinpoint translated it, addressing keys (``to``, ``registration_ids``)
+    are dropped, and non-string ``data`` values are JSON-encoded, as v1 requires strings.
+    """
+    if notification.raw_content is not None:
+        return _raw_fcm_message(raw_json_object(notification.raw_content), token)
+    options = notification.options
+    android: dict[str, Any] = {}
+    priority = _fcm_priority(options.get("Priority"))
+    if priority is not None:
+        android["priority"] = priority
+    ttl = _ttl_seconds(options.get("TimeToLive"), "TimeToLive")
+    if ttl is not None:
+        android["ttl"] = f"{min(ttl, FCM_MAX_TTL_S)}s"
+    if options.get("CollapseKey"):
+        android["collapse_key"] = str(options["CollapseKey"])
+    if options.get("RestrictedPackageName"):
+        android["restricted_package_name"] = str(options["RestrictedPackageName"])
+    message: dict[str, Any] = {"token": token, "data": pinpoint_data(notification)}
+    if android:
+        message["android"] = android
+    return {"message": message}
+
+
+_LEGACY_ANDROID_KEYS = {
+    "priority": "priority",
+    "collapse_key": "collapse_key",
+    "restricted_package_name": "restricted_package_name",
+}
+_LEGACY_DROPPED = ("to", "registration_ids", "condition", "content_available", "dry_run")
+
+
+def _raw_fcm_message(raw: dict[str, Any], token: str) -> dict[str, Any]:
+    if "message" in raw:
+        if not isinstance(raw["message"], dict):
+            raise PayloadError('RawContent "message" must be a JSON object')
+        body = dict(raw)
+        body["message"] = {**raw["message"], "token": token}
+        return body
+    message = {k: v for k, v in raw.items() if k not in _LEGACY_DROPPED}
+    android = dict(message.get("android") or {})
+    for legacy, v1 in _LEGACY_ANDROID_KEYS.items():
+        if legacy in message:
+            value = message.pop(legacy)
+            android.setdefault(v1, _fcm_priority(value) if legacy == "priority" else value)
+    if "time_to_live" in message:
+        ttl = _ttl_seconds(message.pop("time_to_live"), "time_to_live")
+        if ttl is not None:
+            android.setdefault("ttl", f"{min(ttl, FCM_MAX_TTL_S)}s")
+    if android:
+        message["android"] = android
+    if isinstance(message.get("data"), dict):
+        message["data"] = {
+            str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+            for k, v in message["data"].items()
+        }
+    message["token"] = token
+    return {"message": message}
+
+
+def fcm_payload_size(message: Mapping[str, Any]) -> int:
+    """Bytes FCM counts against its limit: keys and values of ``data`` and ``notification``."""
+    inner = message.get("message", message)
+    size = 0
+    for part in ("data", "notification"):
+        section = inner.get(part) if isinstance(inner, Mapping) else None
+        if isinstance(section, Mapping):
+            for key, value in section.items():
+                size += len(str(key).encode()) + len(
+                    (value if isinstance(value, str) else json.dumps(value)).encode()
+                )
+    return size
+
+
+# --- the answer ----------------------------------------------------------------------------
+
+
+class Rule(NamedTuple):
+    status: DeliveryStatus
+    deactivate: bool
+    reason: str
+
+
+P = DeliveryStatus.PERMANENT_FAILURE
+T = DeliveryStatus.TEMPORARY_FAILURE
+Q = DeliveryStatus.THROTTLED
+
+# FCM v1 error codes → outcome. Source: https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
+# (each reason paraphrases Google's "description and resolution steps").
+FCM_ERRORS: dict[str, Rule] = {
+    "UNREGISTERED": Rule(
+        P,
+        True,
+        "404: the app instance was unregistered from FCM; the token is no longer valid",
+    ),
+    "INVALID_ARGUMENT": Rule(
+        P,
+        False,
+        "400: request parameters were invalid (token, package name, size, data key, TTL); "
+        "the endpoint is deactivated only when the registration token is what was invalid",
+    ),
+    "SENDER_ID_MISMATCH": Rule(
+        P,
+        True,
+        "403: the authenticated sender ID differs from the one the token is registered to",
+    ),
+    "QUOTA_EXCEEDED": Rule(
+        Q,
+        False,
+        "429: sending limit exceeded (message, device or topic rate); retry after Retry-After",
+    ),
+    "UNAVAILABLE": Rule(
+        T,
+        False,
+        "503: the server is overloaded; retry honouring Retry-After, with backoff",
+    ),
+    "INTERNAL": Rule(T, False, "500: an unknown internal error; retry with backoff"),
+    "THIRD_PARTY_AUTH_ERROR": Rule(
+        P,
+        False,
+        "401: the APNs certificate or web push auth key set in Firebase is invalid or missing",
+    ),
+}
+
+
+def _fcm_error(body: Any) -> tuple[str, str, bool]:
+    """(FCM error code or Google status, message, whether the token is the invalid field)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", "", False
+    message = str(error.get("message") or "")
+    code = str(error.get("status") or "")
+    about_token = "registration token" in message.lower()
+    for detail in error.get("details") or ():
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type") or "")
+        if kind.endswith("google.firebase.fcm.v1.FcmError") and detail.get("errorCode"):
+            code = str(detail["errorCode"])
+        for violation in detail.get("fieldViolations") or ():
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                about_token = True
+    return code, message, about_token
+
+
+def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str]) -> Outcome:
+    """Turn an FCM v1 answer into an outcome (pure)."""
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if status_code == 200:
+        name = body.get("name") if isinstance(body, dict) else None
+        return Outcome(
+            status=DeliveryStatus.SUCCESSFUL,
+            status_code=200,
+            status_message=excerpt(text),
+            message_id=str(name) if name else None,
+        )
+    code, message, about_token = _fcm_error(body)
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    rule = FCM_ERRORS.get(code)
+    if rule is not None:
+        deactivate = rule.deactivate or (code == "INVALID_ARGUMENT" and about_token)
+        return push_failure(
+            channel_type=CHANNEL_TYPE,
+            status=rule.status,
+            status_code=status_code,
+            error_message=message or rule.reason,
+            provider_error=code,
+            provider_response=excerpt(text),
+            retry_after=retry_after if rule.status is not P else None,
+            deactivate_endpoint=deactivate,
+        )
+    # No FCM error code: Google's own statuses, or something in between.
+    if status_code == 401:
+        error_message = (
+            "FCM did not accept the access token obtained with the GCM channel's ServiceJson"
+        )
+        status = P
+    elif status_code == 403:
+        error_message = (
+            "the GCM channel's ServiceJson service account may not send with this project "
+            "(missing cloudmessaging permission or FCM API disabled)"
+        )
+        status = P
+    elif status_code == 429:
+        error_message, status = "FCM throttled the request", Q
+    elif status_code >= 500:
+        error_message, status = "FCM server error", T
+    else:
+        error_message, status = f"FCM refused the message (HTTP {status_code})", P
+    return push_failure(
+        channel_type=CHANNEL_TYPE,
+        status=status,
+        status_code=status_code,
+        error_message=f"{error_message}: {message}" if message else error_message,
+        provider_error=code,
+        provider_response=excerpt(text),
+        retry_after=retry_after if status is not P else None,
+    )
+
+
+# --- the provider ---------------------------------------------------------------------------
+
+
+class FcmProvider:
+    """Sends GCM-channel pushes through FCM HTTP v1."""
+
+    name = "fcm"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tokens = AccessTokenCache()
+        self._accounts: dict[str, ServiceAccount | str] = {}
+        self._http = LoopBoundClient(self._new_client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        # No transport retries: every retry decision belongs to Herald's policy.
+        return httpx.AsyncClient(
+            http2=True,
+            verify=provider_tls_context(self._settings),
+            timeout=httpx.Timeout(self._settings.provider_timeout_s),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        notification = delivery.content
+        if not isinstance(notification, PushNotification):
+            raise TypeError(f"FCM cannot send {type(notification).__name__}")
+        account = self._service_account(channel)
+        if not isinstance(account, ServiceAccount):
+            return account
+        try:
+            message = build_fcm_message(notification, delivery.address)
+        except PayloadError as exc:
+            return self._refused(400, str(exc))
+        size = fcm_payload_size(message)
+        if size > FCM_PAYLOAD_LIMIT:
+            return self._refused(
+                400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
+            )
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            async with asyncio.timeout(self._settings.provider_timeout_s):
+                return await self._deliver(account, body)
+        except (TimeoutError, httpx.TimeoutException):
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TIMEOUT,
+                status_code=NO_ANSWER_TIMEOUT,
+                error_message=(
+                    f"FCM did not answer within {self._settings.provider_timeout_s:g} s"
+                ),
+            )
+        except httpx.TransportError as exc:
+            return push_failure(
+                channel_type=CHANNEL_TYPE,
+                status=DeliveryStatus.TEMPORARY_FAILURE,
+                status_code=NO_ANSWER_CONNECTION,
+                error_message=f"could not reach FCM: {type(exc).__name__}: {exc}",
+            )
+
+    async def _deliver(self, account: ServiceAccount, body: bytes) -> Outcome:
+        url = (
+            f"{self._settings.fcm_url}/v1/projects/"
+            f"{quote(account.project_id, safe='')}/messages:send"
+        )
+        for attempt in (1, 2):
+            token = await self._tokens.get(account.cache_key, lambda: self._fetch_token(account))
+            if isinstance(token, Outcome):
+                return token
+            response = await self._http.get().post(
+                url,
+                content=body,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json; charset=UTF-8",
+                },
+            )
+            # A 401 without an FCM error code is Google rejecting our access token (revoked
+            # or expired early): get a fresh one and try once more within this attempt.
+            if response.status_code == 401 and attempt == 1:
+                code, _, _ = _fcm_error(_json_or_none(response.text))
+                if code not in FCM_ERRORS:
+                    self._tokens.invalidate(account.cache_key, token)
+                    continue
+            return classify_fcm_response(response.status_code, response.text, response.headers)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_token(self, account: ServiceAccount) -> tuple[str, float] | Outcome:
+        assertion = service_account_assertion(account, int(time.time()))
+        response = await self._http.get().post(
+            account.token_uri,
+            data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
+        )
+        body = _json_or_none(response.text)
+        if response.status_code == 200 and isinstance(body, dict):
+            token = body.get("access_token")
+            try:
+                lifetime = float(body.get("expires_in", 3600))
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            if isinstance(token, str) and token:
+                return token, max(lifetime, 1.0)
+        error = ""
+        if isinstance(body, dict):
+            error = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+        if response.status_code == 429:
+            status = Q
+        elif response.status_code >= 500:
+            status = T
+        else:
+            status = P
+        return push_failure(
+            channel_type=CHANNEL_TYPE,
+            status=status,
+            status_code=response.status_code,
+            error_message=(
+                f"the OAuth token endpoint {account.token_uri} refused the GCM channel's "
+                f"ServiceJson ({account.client_email})" + (f": {error}" if error else "")
+            ),
+            provider_error=str(body.get("error", "")) if isinstance(body, dict) else "",
+            provider_response=excerpt(response.text),
+            retry_after=(
+                parse_retry_after(response.headers.get("retry-after")) if status is not P else None
+            ),
+        )
+
+    def _service_account(self, channel: ChannelConfig) -> ServiceAccount | Outcome:
+        service_json = channel.credentials.get("ServiceJson")
+        if not service_json:
+            if channel.credentials.get("ApiKey"):
+                return self._refused(
+                    400,
+                    "the GCM channel only has an ApiKey: FCM's legacy server-key API "
+                    "(DefaultAuthenticationMethod KEY) was shut down by Google in 2024; set "
+                    "ServiceJson with DefaultAuthenticationMethod TOKEN",
+                )
+            return self._refused(400, "the GCM channel has no ServiceJson credentials")
+        digest = hashlib.sha256(service_json.encode()).hexdigest()
+        account = self._accounts.get(digest)
+        if account is None:
+            try:
+                account = ServiceAccount.from_json(service_json)
+            except ValueError as exc:
+                account = f"the GCM channel's ServiceJson {exc}"
+            if len(self._accounts) >= 1024:
+                self._accounts.clear()
+            self._accounts[digest] = account
+        if isinstance(account, str):
+            return self._refused(400, account)
+        return account
+
+    @staticmethod
+    def _refused(status_code: int, message: str) -> Outcome:
+        return push_failure(
+            channel_type=CHANNEL_TYPE,
+            status=DeliveryStatus.PERMANENT_FAILURE,
+            status_code=status_code,
+            error_message=message,
+        )
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None

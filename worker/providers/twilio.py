@@ -1,0 +1,410 @@
+"""SMS and voice over Twilio's REST API (``HERALD_TWILIO_*``).
+
+``TwilioSmsProvider`` creates a Message (``POST /2010-04-01/Accounts/{sid}/Messages.json``),
+``TwilioVoiceProvider`` a Call (``.../Calls.json``) whose inline TwiML says the rendered body.
+Both use the ``twilio`` library's aiohttp client. The library builds every ``api.twilio.com``
+URL from its domain's ``base_url`` (``twilio.base.domain.Domain.absolute_url``), so pointing
+Herald at ``HERALD_TWILIO_URL`` is setting that one attribute; no URL rewriting needed.
+
+What Twilio answered becomes an :class:`Outcome` through :data:`TWILIO_OUTCOMES`, one table
+for both channels. Twilio's HTTP status is the ``StatusCode`` (DESIGN.md §4); when no answer
+came there is none, and Herald uses 503 (connection failed) and 504 (no answer in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
+from worker.config import ConfigError, Settings
+from worker.providers.base import (
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    SmsContent,
+    VoiceContent,
+)
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+# Statuses Herald uses when Twilio gave no HTTP status of its own.
+NO_CONNECTION_STATUS = 503
+NO_ANSWER_STATUS = 504
+
+
+def is_e164(address: str) -> bool:
+    return E164.fullmatch(address) is not None
+
+
+def resolve_sms_sender(
+    content: SmsContent, channel: ChannelConfig, default_origination_number: str | None
+) -> str | None:
+    """Who an SMS comes from, in DESIGN.md §4's order.
+
+    The message's ``OriginationNumber``, else its ``SenderId``, else the channel's
+    (``ShortCode`` before ``SenderId``: a number can be answered), else
+    ``HERALD_DEFAULT_ORIGINATION_NUMBER``.
+    """
+    candidates = (
+        content.origination_number,
+        content.sender_id,
+        channel.settings.get("ShortCode"),
+        channel.settings.get("SenderId"),
+        default_origination_number,
+    )
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+# --- TwiML ---------------------------------------------------------------------------------
+
+# Characters XML 1.0 cannot carry at all; ElementTree would emit them and Twilio reject the
+# document, so they are dropped (tab, LF and CR are allowed and kept).
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def twiml_voice(voice_id: str | None) -> str | None:
+    """Pinpoint's ``VoiceId`` is an Amazon Polly voice name ("Joanna"); Twilio speaks Polly
+    voices as ``Polly.<Name>`` (https://www.twilio.com/docs/voice/twiml/say/text-speech).
+    A value that already names a Twilio voice family (``Polly.…``, ``Google.…``) or a basic
+    voice (``man``, ``woman``, ``alice``) is passed through."""
+    if not voice_id:
+        return None
+    if "." in voice_id or voice_id in ("man", "woman", "alice"):
+        return voice_id
+    return f"Polly.{voice_id}"
+
+
+def build_say_twiml(content: VoiceContent) -> str:
+    """The TwiML document that says ``content.body`` once.
+
+    Pinpoint's ``LanguageCode`` ("en-US", "es-MX", "arb", "cmn-CN") is Polly's language code,
+    which is also what TwiML ``<Say language>`` takes, so it passes through unchanged; the
+    voice is mapped by :func:`twiml_voice`. The library's builder is ElementTree underneath:
+    text and attributes are XML-escaped, so no substituted value can add markup.
+    """
+    response = VoiceResponse()
+    response.say(
+        _XML_INVALID.sub("", content.body),
+        voice=twiml_voice(content.voice_id),
+        language=_XML_INVALID.sub("", content.language_code) if content.language_code else None,
+    )
+    return str(response.to_xml(xml_declaration=True))
+
+
+# --- outcome table -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    status: DeliveryStatus
+    reason: str  # Twilio's documented meaning, https://www.twilio.com/docs/errors/<code>
+    code: int | None = None
+    http: range | None = None
+
+
+_PERMANENT = DeliveryStatus.PERMANENT_FAILURE
+
+# First matching row wins: Twilio error codes first, then HTTP status classes.
+TWILIO_OUTCOMES: tuple[_Row, ...] = (
+    _Row(DeliveryStatus.OPT_OUT, "recipient unsubscribed (replied STOP)", code=21610),
+    _Row(DeliveryStatus.THROTTLED, "too many requests", code=20429),
+    _Row(_PERMANENT, "check HERALD_TWILIO_ACCOUNT_SID / HERALD_TWILIO_AUTH_TOKEN", code=20003),
+    _Row(_PERMANENT, "invalid 'To' phone number", code=21211),
+    _Row(_PERMANENT, "'To' is not a valid mobile number", code=21614),
+    _Row(_PERMANENT, "'To' cannot be reached by SMS from this sender", code=21612),
+    _Row(_PERMANENT, "sending to this region is not enabled", code=21408),
+    _Row(_PERMANENT, "'To' is not verified (trial account)", code=21608),
+    _Row(_PERMANENT, "'To' is a landline", code=21635),
+    _Row(_PERMANENT, "invalid 'From' number", code=21212),
+    _Row(_PERMANENT, "'From' is not an SMS-capable number of this account", code=21606),
+    _Row(_PERMANENT, "'From' is not a verified caller ID of this account", code=21210),
+    _Row(_PERMANENT, "calling this region is not enabled (geo permissions)", code=21215),
+    _Row(_PERMANENT, "call blocked by Twilio", code=21216),
+    _Row(_PERMANENT, "phone number does not appear to be valid", code=21217),
+    _Row(_PERMANENT, "Twilio rejected the credentials", http=range(401, 402)),
+    _Row(DeliveryStatus.THROTTLED, "too many requests", http=range(429, 430)),
+    _Row(DeliveryStatus.TEMPORARY_FAILURE, "Twilio server error", http=range(500, 600)),
+    # Any other 4xx: the request itself is wrong, and sending it again will not help.
+    _Row(_PERMANENT, "Twilio rejected the request", http=range(400, 500)),
+)
+
+
+def classify(http_status: int, code: int | None) -> _Row:
+    for row in TWILIO_OUTCOMES:
+        if row.code is not None and row.code == code:
+            return row
+        if row.http is not None and http_status in row.http:
+            return row
+    return _Row(DeliveryStatus.UNKNOWN_FAILURE, "unexpected answer from Twilio")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as delta-seconds (what Twilio sends); an HTTP date is ignored."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def error_outcome(http_status: int, body: str, retry_after: str | None) -> Outcome:
+    """The outcome for a non-2xx answer; ``body`` is Twilio's error JSON
+    (``{"code", "message", "more_info", "status"}``) or anything else a proxy sent."""
+    code: int | None = None
+    message = ""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        raw_code = payload.get("code")
+        code = raw_code if isinstance(raw_code, int) else None
+        message = str(payload.get("message") or payload.get("detail") or "")
+    row = classify(http_status, code)
+    parts = [f"Twilio {http_status}"]
+    if code is not None:
+        parts.append(f"error {code}")
+    text = " ".join(parts) + ": " + (message or body[:200] or row.reason)
+    if message and row.reason.casefold() not in message.casefold():
+        text += f" ({row.reason})"
+    return Outcome(
+        status=row.status,
+        status_code=http_status,
+        status_message=text,
+        retry_after=retry_after_seconds(retry_after)
+        if row.status is DeliveryStatus.THROTTLED
+        else None,
+    )
+
+
+def _rejected(message: str) -> Outcome:
+    """Refused before any request: Twilio would have answered 400."""
+    return Outcome(status=_PERMANENT, status_code=400, status_message=message)
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+class _TwilioAnswer(Exception):
+    """A non-2xx answer, whole. The library's TwilioRestException keeps Twilio's code and
+    message but drops the headers, and ``Retry-After`` is a header."""
+
+    def __init__(self, status: int, text: str, headers: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.text = text
+        self.headers = headers
+
+
+class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The library's aiohttp client with Herald's TLS trust, no retries of its own (Herald's
+    retry policy decides), and non-2xx answers raised as :class:`_TwilioAnswer`."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(pool_connections=False)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context))
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's signature
+        allow_redirects: bool = False,
+    ) -> Any:
+        if auth is not None:
+            # aiohttp 3.12+ deprecates its ``auth=`` argument, which the library uses.
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("latin-1")).decode()
+            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
+        response = await super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=None,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+        if not 200 <= response.status_code < 300:
+            raise _TwilioAnswer(response.status_code, response.text, response.headers)
+        return response
+
+    # The library logs every request and response at INFO; Herald records each attempt itself.
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        pass
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        pass
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=str(settings.ca_bundle))
+    return context
+
+
+class _TwilioTransport:
+    """One ``twilio.rest.Client`` per event loop: its aiohttp session belongs to the loop it
+    was made on, and a worker may run sends on more than one loop over its life."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.twilio_account_sid or not settings.twilio_auth_token:
+            raise ConfigError("Twilio needs HERALD_TWILIO_ACCOUNT_SID and HERALD_TWILIO_AUTH_TOKEN")
+        self.settings = settings
+        self.account_sid: str = settings.twilio_account_sid
+        self._auth_token: str = settings.twilio_auth_token
+        self._ssl = _ssl_context(settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._http: _HttpClient | None = None
+
+    def account(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # A session left on another (finished) loop cannot be closed from this one; it is
+            # dropped, and its sockets close when collected. aclose() on the loop that sent
+            # avoids that.
+            self._http = _HttpClient(self._ssl)
+            client = Client(self.account_sid, self._auth_token, http_client=self._http)
+            # TWILIO_EDGE / TWILIO_REGION from the environment would rewrite the host.
+            client.edge = None
+            client.region = None
+            client.api.base_url = self.settings.twilio_url
+            self._client = client
+            self._loop = loop
+        return self._client.api.v2010.accounts(self.account_sid)
+
+    async def create(self, what: str, call: Callable[[], Awaitable[Any]]) -> Outcome:
+        """Run one of the library's create calls and map what came back."""
+        try:
+            async with asyncio.timeout(self.settings.provider_timeout_s):
+                answer = await call()
+        except _TwilioAnswer as err:
+            return error_outcome(err.status, err.text, (err.headers or {}).get("Retry-After"))
+        except TimeoutError:
+            return Outcome(
+                status=DeliveryStatus.TIMEOUT,
+                status_code=NO_ANSWER_STATUS,
+                status_message=(
+                    f"Twilio did not answer within {self.settings.provider_timeout_s:g}s"
+                ),
+            )
+        except aiohttp.ClientError as err:
+            return Outcome(
+                status=DeliveryStatus.TEMPORARY_FAILURE,
+                status_code=NO_CONNECTION_STATUS,
+                status_message=f"could not reach Twilio: {type(err).__name__}: {err}"[:300],
+            )
+        except ValueError:
+            # A 2xx whose body is not Twilio's JSON (a proxy's page): it may or may not have
+            # been created, and sending again could duplicate it.
+            return Outcome(
+                status=DeliveryStatus.UNKNOWN_FAILURE,
+                status_code=502,
+                status_message=f"Twilio's answer to the {what} was not JSON",
+            )
+        instance = answer.data
+        return Outcome(
+            status=DeliveryStatus.SUCCESSFUL,
+            status_code=int(answer.status_code),
+            status_message=f"{what} {instance.status} at Twilio",
+            message_id=instance.sid,
+        )
+
+    async def aclose(self) -> None:
+        http, self._http, self._client = self._http, None, None
+        loop, self._loop = self._loop, None
+        if http is not None and loop is asyncio.get_running_loop():
+            await http.close()
+
+
+class TwilioSmsProvider:
+    """SMS and MMS as Twilio Messages."""
+
+    name = "twilio-sms"
+    channel_types = ("SMS",)
+
+    def __init__(self, settings: Settings) -> None:
+        self._transport = _TwilioTransport(settings)
+        self._default_sender = settings.default_origination_number
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        content = delivery.content
+        if not isinstance(content, SmsContent):
+            return _rejected(f"{self.name} cannot send {type(content).__name__}")
+        to = delivery.address.strip()
+        if not is_e164(to):
+            return _rejected(f"Address {to!r} is not an E.164 phone number")
+        sender = resolve_sms_sender(content, channel, self._default_sender)
+        if sender is None:
+            return _rejected(
+                "No sender: set the message's OriginationNumber or SenderId, the SMS "
+                "channel's ShortCode or SenderId, or HERALD_DEFAULT_ORIGINATION_NUMBER"
+            )
+        messages = self._transport.account().messages
+        media = [content.media_url] if content.media_url else None
+        return await self._transport.create(
+            "Message",
+            lambda: messages.create_with_http_info_async(
+                to=to, from_=sender, body=content.body, media_url=media
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class TwilioVoiceProvider:
+    """Voice messages as Twilio Calls that say the body with inline TwiML."""
+
+    name = "twilio-voice"
+    channel_types = ("VOICE",)
+
+    def __init__(self, settings: Settings) -> None:
+        self._transport = _TwilioTransport(settings)
+        self._default_caller = settings.default_origination_number
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        content = delivery.content
+        if not isinstance(content, VoiceContent):
+            return _rejected(f"{self.name} cannot send {type(content).__name__}")
+        to = delivery.address.strip()
+        if not is_e164(to):
+            return _rejected(f"Address {to!r} is not an E.164 phone number")
+        caller = (content.origination_number or "").strip() or self._default_caller
+        if not caller:
+            return _rejected(
+                "No caller number: set the message's OriginationNumber or "
+                "HERALD_DEFAULT_ORIGINATION_NUMBER"
+            )
+        twiml = build_say_twiml(content)
+        calls = self._transport.account().calls
+        return await self._transport.create(
+            "Call",
+            lambda: calls.create_with_http_info_async(to=to, from_=caller, twiml=twiml),
+        )
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
