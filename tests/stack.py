@@ -99,6 +99,7 @@ class PrivatePostgres:
     def start(self) -> PrivatePostgres:
         if not (self.directory / "PG_VERSION").exists():
             self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.parent.chmod(0o755)
             shutil.chown(self.directory, "postgres", "postgres")
             self._as_postgres(str(self.bin / "initdb"), "-D", str(self.directory), "-A",
                               "trust", "-U", "postgres")
