@@ -19,8 +19,8 @@ from worker.providers.adm import (
     build_adm_message,
     classify_adm_response,
 )
+from worker.providers.android import PayloadError
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
-from worker.providers.fcm import PayloadError
 
 REG_ID = "amzn1.adm-registration.v3.Y29tLmV4YW1wbGUuYXBwLzEyMzQ1Njc4OTA"
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.fakes import baidu as fake_baidu
 from tests.fakes.baidu import FakeBaidu
 from worker.config import Settings
+from worker.providers.android import PayloadError
 from worker.providers.baidu import (
     BAIDU_ERRORS,
     BaiduProvider,
@@ -26,7 +27,6 @@ from worker.providers.baidu import (
     php_urlencode,
 )
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
-from worker.providers.fcm import PayloadError
 
 CHANNEL_ID = "3712345678901234567"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,19 +11,18 @@ from typing import Any
 import pytest
 
 from tests.fakes.fcm import FakeFcm, make_service_account
+from tests.fakes.http import unused_port
 from worker.config import Settings
+from worker.providers.android import PayloadError, pinpoint_data
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.fcm import (
     FCM_ERRORS,
-    AccessTokenCache,
     FcmProvider,
-    PayloadError,
     build_fcm_message,
     classify_fcm_response,
     fcm_payload_size,
-    parse_retry_after,
-    pinpoint_data,
 )
+from worker.providers.http import AccessTokenCache, parse_retry_after
 
 TOKEN = "fcm-token-0001"
 
@@ -96,12 +94,6 @@ def status_message(outcome: Outcome) -> dict[str, str]:
     }
     assert message["channelType"] == "GCM"
     return message
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- pure builders --------------------------------------------------------------------------
@@ -758,7 +750,7 @@ def test_token_endpoint_that_hangs_is_a_timeout(fcm: FakeFcm) -> None:
 
 def test_unreachable_fcm_is_a_temporary_failure(fcm: FakeFcm) -> None:
     account = fcm.add_service_account()  # the token endpoint answers; FCM itself is gone
-    settings = Settings(fcm_url=f"http://127.0.0.1:{closed_port()}", provider_timeout_s=2)
+    settings = Settings(fcm_url=f"http://127.0.0.1:{unused_port()}", provider_timeout_s=2)
     outcome = send_one(FcmProvider(settings), delivery(), gcm_channel(account))
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503

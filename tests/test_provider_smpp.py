@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.fakes.http import unused_port
 from tests.fakes.smsc import FakeSmsc, gsm7_decode
 from worker.config import ConfigError, Settings
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, SmsContent
@@ -267,10 +267,7 @@ def test_bind_refused_is_permanent_and_names_the_setting(
 
 
 def test_connection_refused_is_temporary() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    [outcome] = send(settings_for(f"smpp://herald:secret@127.0.0.1:{port}"), sms())
+    [outcome] = send(settings_for(f"smpp://herald:secret@127.0.0.1:{unused_port()}"), sms())
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503
 

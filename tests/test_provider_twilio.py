@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.http import unused_port
 from tests.fakes.tls import make_tls_files
 from tests.fakes.twilio import FakeTwilio
 from worker.config import ConfigError, Settings
@@ -102,16 +102,16 @@ def test_sms_creates_a_message_with_basic_auth(fake: FakeTwilio) -> None:
     assert request.method == "POST"
     assert request.path == f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json"
     assert request.auth == (fake.account_sid, fake.auth_token)
-    assert request.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+    assert request.headers["content-type"].startswith("application/x-www-form-urlencoded")
     assert request.field("To") == TO
     assert request.field("From") == FROM
     assert request.field("Body") == "Hi {{Name}} - ünïcode ✓"
-    assert request.form["MediaUrl"] == ["https://x/y.png"]
+    assert request.fields("MediaUrl") == ["https://x/y.png"]
 
 
 def test_sms_without_media_sends_no_media_url(fake: FakeTwilio) -> None:
     send_sms(settings_for(fake), sms())
-    assert "MediaUrl" not in fake.requests[0].form
+    assert fake.requests[0].fields("MediaUrl") == []
 
 
 @pytest.mark.parametrize(
@@ -230,11 +230,8 @@ def test_no_answer_in_time_is_timeout(fake: FakeTwilio) -> None:
 
 
 def test_connection_refused_is_temporary() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     settings = Settings(
-        twilio_url=f"http://127.0.0.1:{port}",
+        twilio_url=f"http://127.0.0.1:{unused_port()}",
         twilio_account_sid="AC" + "0" * 32,
         twilio_auth_token="t",
         provider_timeout_s=2.0,

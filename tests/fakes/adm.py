@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from tests.fakes.fcm import FakeHttpServer, RecordedRequest, Reply
+from tests.fakes.http import FakeHttpServer, RecordedRequest, Reply, retry_after_header
 
 TYPE_VERSION = "com.amazon.device.messaging.ADMMessage@1.0"
 ACCEPT_TYPE = "com.amazon.device.messaging.ADMSendResult@1.0"
@@ -87,7 +87,7 @@ class FakeAdm(FakeHttpServer):
     ) -> None:
         """Answer sends to ``registration_id`` with ``{"reason": reason}``."""
         code = status if status is not None else ADM_REASONS[reason]
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        headers = retry_after_header(retry_after)
         self.script(registration_id, lambda _r: Reply(code, {"reason": reason}, headers), times)
 
     def hang(self, registration_id: str, seconds: float, *, times: int | None = None) -> None:

@@ -25,7 +25,7 @@ import itertools
 import json
 import time
 
-from tests.fakes.fcm import FakeHttpServer, RecordedRequest, Reply
+from tests.fakes.http import FakeHttpServer, RecordedRequest, Reply
 
 SINGLE_DEVICE_PATH = "/rest/3.0/push/single_device"
 

@@ -5,8 +5,7 @@ RS256 assertion against the service account's public key; ``messages:send`` requ
 ``Authorization: Bearer`` token issued for that project and answers with Google's error bodies
 (``google.rpc.Status`` with a ``google.firebase.fcm.v1.FcmError`` detail).
 
-Also here: :class:`FakeHttpServer`, the small threaded HTTP(S) server the ADM and Baidu fakes
-build on, and :func:`make_service_account`.
+Also here: :func:`make_service_account`.
 
 Usage::
 
@@ -21,285 +20,25 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import functools
-import ipaddress
 import itertools
-import json
-import socket
-import ssl
-import tempfile
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Self
-from urllib.parse import parse_qs
+from dataclasses import dataclass
+from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.fakes.http import FakeHttpServer, RecordedRequest, Reply, retry_after_header
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-
-# --- the generic fake server -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str  # path and query, as sent
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    url: str  # scheme://host:port/path as the client addressed it (Host header)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def form(self) -> dict[str, str]:
-        return {k: v[0] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()}
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None  # dict/list → JSON, bytes/str → as is
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0  # answer this late (a "hang" when longer than the client waits)
-
-    def encoded(self) -> tuple[bytes, dict[str, str]]:
-        headers = dict(self.headers)
-        if isinstance(self.body, bytes):
-            raw = self.body
-        elif isinstance(self.body, str):
-            raw = self.body.encode()
-        elif self.body is None:
-            raw = b""
-        else:
-            raw = json.dumps(self.body).encode()
-            headers.setdefault("Content-Type", "application/json; charset=UTF-8")
-        return raw, headers
-
-
-@dataclass
-class Script:
-    """A scripted answer for one address: ``times`` uses, or every time when ``None``."""
-
-    make: Callable[[RecordedRequest], Reply]
-    times: int | None = None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops concurrent connects (1 s SYN retransmit)
-    block_on_close = False
-    fake: FakeHttpServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # One write per response and no Nagle: otherwise delayed ACKs add ~40 ms to every request.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection)
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        fake = self.server.fake
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        request = RecordedRequest(
-            method=self.command,
-            path=self.path,
-            headers=headers,
-            body=body,
-            url=f"{fake.scheme}://{headers.get('host', '')}{self.path.split('?')[0]}",
-        )
-        fake._record(request)
-        try:
-            reply = fake.handle(request)
-        except Exception as exc:  # a bug in the fake: make it loud in the test
-            fake.crashes.append(exc)
-            reply = Reply(599, {"fake crashed": repr(exc)})
-        if reply.delay_s and fake._stopping.wait(reply.delay_s):
-            self.close_connection = True
-            return
-        raw, reply_headers = reply.encoded()
-        self.send_response(reply.status)
-        for name, value in reply_headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-        self.wfile.flush()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class FakeHttpServer:
-    """A threaded HTTP(S) server on 127.0.0.1 that records requests and answers via ``handle``.
-
-    ``start()`` returns the base URL; ``stop()`` ends it and drops open connections (so a
-    client sees the provider vanish). With ``tls=True`` it serves a fresh self-signed
-    certificate for 127.0.0.1 whose PEM is at ``ca_path`` (give it to ``HERALD_CA_BUNDLE``).
-    """
-
-    def __init__(self, *, tls: bool = False) -> None:
-        self.tls = tls
-        self.scheme = "https" if tls else "http"
-        self.base_url = ""
-        self.ca_path: Path | None = None
-        self.crashes: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scripts: dict[str, list[Script]] = {}
-        self._connections: list[socket.socket] = []
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    # -- life cycle --
-
-    def start(self) -> str:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        if self.tls:
-            self._tmp = tempfile.TemporaryDirectory(prefix="herald-fake-")
-            cert, key = _self_signed(Path(self._tmp.name))
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert, key)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-            self.ca_path = cert
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        self.base_url = f"{self.scheme}://127.0.0.1:{server.server_address[1]}"
-        return self.base_url
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- records --
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def requests_to(self, path_fragment: str) -> list[RecordedRequest]:
-        return [r for r in self.requests if path_fragment in r.path]
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _track(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.append(connection)
-
-    # -- scripting --
-
-    def script(
-        self, address: str, make: Callable[[RecordedRequest], Reply], times: int | None
-    ) -> None:
-        with self._lock:
-            self._scripts.setdefault(address, []).append(Script(make, times))
-
-    def _scripted(self, address: str, request: RecordedRequest) -> Reply | None:
-        with self._lock:
-            queue = self._scripts.get(address)
-            if not queue:
-                return None
-            script = queue[0]
-            if script.times is not None:
-                script.times -= 1
-                if script.times <= 0:
-                    queue.pop(0)
-        return script.make(request)
-
-    def handle(self, request: RecordedRequest) -> Reply:
-        raise NotImplementedError
 
 
 @functools.lru_cache(maxsize=8)
 def _rsa_key(slot: int) -> rsa.RSAPrivateKey:
     # Key generation is the slow part of a test; distinct slots give distinct keys.
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = _rsa_key(7)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "herald-fake")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 # --- service accounts -----------------------------------------------------------------------
@@ -429,7 +168,7 @@ class FakeFcm(FakeHttpServer):
     ) -> None:
         """Answer sends to ``token`` with FCM error ``code`` (see :data:`FCM_ERROR_SHAPES`)."""
         status = FCM_ERROR_SHAPES[code][0]
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        headers = retry_after_header(retry_after)
         body = fcm_error_body(code, message=message, field=field)
         self.script(token, lambda _request: Reply(status, body, headers), times)
 

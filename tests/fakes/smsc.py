@@ -20,12 +20,13 @@ per destination or for all, to hang, to drop every connection, and to send ``enq
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import socketserver
 import struct
 import threading
 from dataclasses import dataclass, field
+
+from tests.fakes.http import HANG_S, FakeServer, Scripts, ThreadedTcpServer
 
 BIND_RECEIVER = 0x00000001
 BIND_TRANSMITTER = 0x00000002
@@ -182,7 +183,6 @@ class _Reader:
 class _Scripted:
     status: int
     hang: bool
-    times: int | None
 
 
 @dataclass
@@ -200,12 +200,10 @@ class _State:
     submits: list[SubmitSm] = field(default_factory=list)
     binds: list[BindAttempt] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
-    scripts: dict[str | None, list[_Scripted]] = field(default_factory=dict)
     bind_status: int | None = None
     hang_binds: bool = False
-    connections: list[_Connection] = field(default_factory=list)
+    connections: list[_Connection] = field(default_factory=list)  # for enquire_link
     next_id: int = 1
-    release: threading.Event = field(default_factory=threading.Event)
 
 
 class _Connection:
@@ -230,57 +228,22 @@ class _Connection:
         return data
 
 
-class FakeSmsc:
+class FakeSmsc(FakeServer):
     def __init__(self, system_id: str = "herald", password: str = "secret") -> None:
+        super().__init__()
         self.system_id = system_id
         self.password = password
         self._state = _State()
-        self._server: socketserver.ThreadingTCPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._scripts: Scripts[_Scripted] = Scripts()
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> str:
+    def _make_server(self) -> ThreadedTcpServer:
         fake = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 fake._serve(self.request)
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._state.release.clear()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        self._state.release.set()
-        self.drop_connections()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeSmsc:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeSmsc is not started"
-        return int(self._server.server_address[1])
+        return ThreadedTcpServer(("127.0.0.1", 0), Handler)
 
     @property
     def url(self) -> str:
@@ -293,11 +256,11 @@ class FakeSmsc:
     ) -> None:
         """Answer submit_sm (to ``destination``, digits without ``+``, or all) with
         ``command_status``."""
-        self._script(destination, _Scripted(command_status, False, times))
+        self._scripts.add(destination, _Scripted(command_status, False), times)
 
     def hang(self, *, destination: str | None = None, times: int | None = None) -> None:
         """Read submit_sm but never answer (the connection stays open until stop)."""
-        self._script(destination, _Scripted(0, True, times))
+        self._scripts.add(destination, _Scripted(0, True), times)
 
     def refuse_binds(self, command_status: int | None) -> None:
         """Answer every bind with ``command_status`` (None: check credentials again)."""
@@ -308,15 +271,6 @@ class FakeSmsc:
         with self._state.lock:
             self._state.hang_binds = hang
 
-    def drop_connections(self) -> None:
-        """Close every connection, as an SMSC restart would."""
-        with self._state.lock:
-            connections, self._state.connections = self._state.connections, []
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
-            connection.sock.close()
-
     def send_enquire_link(self) -> int:
         """Send enquire_link on every bound connection; returns how many were sent."""
         with self._state.lock:
@@ -325,26 +279,6 @@ class FakeSmsc:
             connection.sequence += 1
             connection.send(ENQUIRE_LINK, ESME_ROK, connection.sequence)
         return len(connections)
-
-    def _script(self, destination: str | None, entry: _Scripted) -> None:
-        with self._state.lock:
-            self._state.scripts.setdefault(destination, []).append(entry)
-
-    def _take_script(self, destination: str) -> _Scripted | None:
-        with self._state.lock:
-            for key in (destination, None):
-                entries = self._state.scripts.get(key)
-                while entries:
-                    entry = entries[0]
-                    if entry.times is None:
-                        return entry
-                    if entry.times > 0:
-                        entry.times -= 1
-                        if entry.times == 0:
-                            entries.pop(0)
-                        return entry
-                    entries.pop(0)
-            return None
 
     # -- what was received ---------------------------------------------------------------
 
@@ -391,6 +325,7 @@ class FakeSmsc:
 
     def _serve(self, sock: socket.socket) -> None:
         connection = _Connection(sock)
+        self._track(sock)
         with self._state.lock:
             self._state.connections.append(connection)
         try:
@@ -416,9 +351,9 @@ class FakeSmsc:
         except OSError:
             return
         finally:
+            self._forget(sock)
             with self._state.lock:
-                if connection in self._state.connections:
-                    self._state.connections.remove(connection)
+                self._state.connections.remove(connection)
             sock.close()
 
     def _dispatch(
@@ -448,7 +383,7 @@ class FakeSmsc:
         with self._state.lock:
             forced, hang = self._state.bind_status, self._state.hang_binds
         if hang:
-            self._state.release.wait(60)
+            self.stopping.wait(HANG_S)
             return False
         if forced is not None:
             status = forced
@@ -492,7 +427,7 @@ class FakeSmsc:
         payload = short_message
         if esm_class & 0x40 and short_message:
             udh, concatenation, payload = _parse_udh(short_message)
-        scripted = self._take_script(destination)
+        scripted = self._scripts.take(destination)
         status = scripted.status if scripted is not None else ESME_ROK
         message_id: str | None = None
         with self._state.lock:
@@ -522,7 +457,7 @@ class FakeSmsc:
                 )
             )
         if scripted is not None and scripted.hang:
-            self._state.release.wait(60)
+            self.stopping.wait(HANG_S)
             return False
         if message_id is not None:
             connection.send(SUBMIT_SM | RESPONSE, ESME_ROK, sequence, message_id.encode() + b"\0")

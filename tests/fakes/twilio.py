@@ -20,16 +20,12 @@ Twilio documents (``{"code", "message", "more_info", "status"}``) or to hang.
 from __future__ import annotations
 
 import base64
-import json
 import secrets
-import ssl
-import threading
-from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.fakes.http import FakeHttpServer, RecordedRequest, Reply, retry_after_header
 from tests.fakes.tls import TlsFiles
 
 DEFAULT_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -56,43 +52,49 @@ ERROR_MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class TwilioRequest:
-    """One request the fake received."""
+class TwilioRequest(RecordedRequest):
+    """One request the fake received, read the way Twilio reads it."""
 
-    method: str
-    path: str
-    resource: str  # "Messages", "Calls" or "" for anything else
-    account_sid: str | None  # from the path
-    auth: tuple[str, str] | None  # HTTP basic credentials
-    form: dict[str, list[str]]
-    headers: dict[str, str]
+    @property
+    def account_sid(self) -> str | None:
+        """From the path ``/2010-04-01/Accounts/{sid}/…``."""
+        parts = self._path_parts()
+        return parts[2] if len(parts) == 4 and parts[:2] == [API_VERSION, "Accounts"] else None
+
+    @property
+    def resource(self) -> str:
+        """ "Messages", "Calls" or "" for anything else."""
+        name = self._path_parts()[-1]
+        if self.method == "POST" and self.account_sid and name in ("Messages.json", "Calls.json"):
+            return name.removesuffix(".json")
+        return ""
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """The HTTP basic credentials."""
+        scheme, _, value = self.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return None
+        return user, password
 
     def field(self, name: str) -> str | None:
-        values = self.form.get(name)
+        values = self.fields(name)
         return values[0] if values else None
 
+    def fields(self, name: str) -> list[str]:
+        return parse_qs(self.body.decode(), keep_blank_values=True).get(name, [])
 
-@dataclass
-class _Scripted:
-    status: int
-    code: int | None
-    message: str | None
-    retry_after: float | None
-    hang: bool
-    times: int | None  # None: every time
-    raw_body: str | None = None  # sent as text/html instead of Twilio's error JSON
+    def _path_parts(self) -> list[str]:
+        return self.path.split("?")[0].strip("/").split("/")
 
 
-@dataclass
-class _State:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: list[TwilioRequest] = field(default_factory=list)
-    scripts: dict[str | None, list[_Scripted]] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
+class FakeTwilio(FakeHttpServer):
+    request_type = TwilioRequest
 
-
-class FakeTwilio:
     def __init__(
         self,
         account_sid: str = DEFAULT_ACCOUNT_SID,
@@ -100,59 +102,9 @@ class FakeTwilio:
         tls: TlsFiles | None = None,
     ) -> None:
         """``tls``: serve HTTPS with this certificate (trust ``tls.ca_path`` in the client)."""
+        super().__init__(tls=tls or False)
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.tls = tls
-        self._state = _State()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> str:
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        if self.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.tls.cert_path, self.tls.key_path)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._state.release.clear()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        self._state.release.set()  # let hanging handlers go
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeTwilio:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "FakeTwilio is not started"
-        host, port = self._server.server_address[:2]
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://{host!s}:{port}"
 
     # -- scripting -----------------------------------------------------------------------
 
@@ -167,33 +119,26 @@ class FakeTwilio:
         times: int | None = None,
     ) -> None:
         """Answer requests (to ``to``, or all) with Twilio's error JSON."""
-        self._script(to, _Scripted(status, code, message, retry_after, False, times))
+        body = _error_body(status, code if code is not None else 20000 + status, message)
+        reply = Reply(status, body, retry_after_header(retry_after))
+        self.script(to, lambda _r: reply, times)
 
     def hang(self, *, to: str | None = None, times: int | None = None) -> None:
         """Never answer (until :meth:`stop`)."""
-        self._script(to, _Scripted(0, None, None, None, True, times))
+        self.script(to, lambda _r: Reply(0, hang=True), times)
 
     def reply_raw(
         self, status: int, body: str, *, to: str | None = None, times: int | None = None
     ) -> None:
         """Answer with a non-JSON body, as a proxy or load balancer in front would."""
-        self._script(to, _Scripted(status, None, None, None, False, times, raw_body=body))
-
-    def reset(self) -> None:
-        with self._state.lock:
-            self._state.scripts.clear()
-            self._state.requests.clear()
-
-    def _script(self, to: str | None, entry: _Scripted) -> None:
-        with self._state.lock:
-            self._state.scripts.setdefault(to, []).append(entry)
+        reply = Reply(status, body, {"Content-Type": "text/html"})
+        self.script(to, lambda _r: reply, times)
 
     # -- what was received ---------------------------------------------------------------
 
     @property
-    def requests(self) -> list[TwilioRequest]:
-        with self._state.lock:
-            return list(self._state.requests)
+    def requests(self) -> list[TwilioRequest]:  # type: ignore[override]
+        return [r for r in super().requests if isinstance(r, TwilioRequest)]
 
     @property
     def messages(self) -> list[TwilioRequest]:
@@ -203,143 +148,32 @@ class FakeTwilio:
     def calls(self) -> list[TwilioRequest]:
         return [r for r in self.requests if r.resource == "Calls"]
 
-    # -- used by the handler -------------------------------------------------------------
+    # -- the protocol --------------------------------------------------------------------
 
-    def _record(self, request: TwilioRequest) -> None:
-        with self._state.lock:
-            self._state.requests.append(request)
-
-    def _take_script(self, to: str | None) -> _Scripted | None:
-        with self._state.lock:
-            for key in (to, None):
-                entries = self._state.scripts.get(key)
-                while entries:
-                    entry = entries[0]
-                    if entry.times is None:
-                        return entry
-                    if entry.times > 0:
-                        entry.times -= 1
-                        if entry.times == 0:
-                            entries.pop(0)
-                        return entry
-                    entries.pop(0)
-            return None
-
-
-def _error_body(status: int, code: int, message: str | None) -> dict[str, Any]:
-    return {
-        "code": code,
-        "message": message or ERROR_MESSAGES.get(code, "Error"),
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: FakeTwilio
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send_json(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def _auth(self) -> tuple[str, str] | None:
-        header = self.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(value).decode().partition(":")
-        except ValueError:
-            return None
-        return user, password
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def _handle(self) -> None:
-        owner = self.owner
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        form = parse_qs(raw.decode(), keep_blank_values=True)
-        parts = self.path.split("?")[0].strip("/").split("/")
-        account_sid: str | None = None
-        resource = ""
-        if len(parts) == 4 and parts[0] == API_VERSION and parts[1] == "Accounts":
-            account_sid = parts[2]
-            if self.command == "POST" and parts[3] in ("Messages.json", "Calls.json"):
-                resource = parts[3].removesuffix(".json")
-        auth = self._auth()
-        request = TwilioRequest(
-            method=self.command,
-            path=self.path,
-            resource=resource,
-            account_sid=account_sid,
-            auth=auth,
-            form=form,
-            headers={k: v for k, v in self.headers.items()},
-        )
-        owner._record(request)
-
-        if auth != (owner.account_sid, owner.auth_token):
-            self._send_json(
+    def handle(self, request: RecordedRequest) -> Reply:
+        assert isinstance(request, TwilioRequest)
+        if request.auth != (self.account_sid, self.auth_token):
+            return Reply(
                 401,
                 _error_body(401, 20003, "Authenticate")
                 | {"detail": "Your AccountSid or AuthToken was incorrect."},
                 {"WWW-Authenticate": 'Basic realm="Twilio API"'},
             )
-            return
-        if not resource or account_sid != owner.account_sid:
-            self._send_json(404, _error_body(404, 20404, None))
-            return
-        scripted = owner._take_script(request.field("To"))
+        if not request.resource or request.account_sid != self.account_sid:
+            return Reply(404, _error_body(404, 20404, None))
+        scripted = self._scripted(request.field("To"), request)
         if scripted is not None:
-            if scripted.hang:
-                owner._state.release.wait(60)
-                self.close_connection = True
-                return
-            if scripted.raw_body is not None:
-                raw = scripted.raw_body.encode()
-                self.send_response(scripted.status)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-                return
-            headers = {}
-            if scripted.retry_after is not None:
-                headers["Retry-After"] = f"{scripted.retry_after:g}"
-            code = scripted.code if scripted.code is not None else 20000 + scripted.status
-            self._send_json(
-                scripted.status, _error_body(scripted.status, code, scripted.message), headers
-            )
-            return
-        self._create(request)
+            return scripted
+        return self._create(request)
 
-    def _create(self, request: TwilioRequest) -> None:
+    def _create(self, request: TwilioRequest) -> Reply:
         to, sender = request.field("To"), request.field("From")
         if not to:
-            self._send_json(400, _error_body(400, 21604, None))
-            return
+            return Reply(400, _error_body(400, 21604, None))
         if not sender:
-            self._send_json(400, _error_body(400, 21603, None))
-            return
+            return Reply(400, _error_body(400, 21603, None))
         now = formatdate(usegmt=True)
-        account = self.owner.account_sid
+        account = self.account_sid
         common: dict[str, Any] = {
             "account_sid": account,
             "api_version": API_VERSION,
@@ -353,10 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             "price_unit": "USD",
         }
         if request.resource == "Messages":
-            media = request.form.get("MediaUrl", [])
+            media = request.fields("MediaUrl")
             if not request.field("Body") and not media:
-                self._send_json(400, _error_body(400, 21602, None))
-                return
+                return Reply(400, _error_body(400, 21602, None))
             sid = "SM" + secrets.token_hex(16)
             body = common | {
                 "sid": sid,
@@ -374,8 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
         else:
             if not (request.field("Twiml") or request.field("Url")):
-                self._send_json(400, _error_body(400, 21205, None))
-                return
+                return Reply(400, _error_body(400, 21205, None))
             sid = "CA" + secrets.token_hex(16)
             body = common | {
                 "sid": sid,
@@ -387,4 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "caller_name": None,
                 "uri": f"/{API_VERSION}/Accounts/{account}/Calls/{sid}.json",
             }
-        self._send_json(201, body)
+        return Reply(201, body)
+
+
+def _error_body(status: int, code: int, message: str | None) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message or ERROR_MESSAGES.get(code, "Error"),
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }

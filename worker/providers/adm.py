@@ -5,7 +5,7 @@ token, ``scope=messaging:push``) and https://developer.amazon.com/docs/adm/send-
 (send, response codes, 6 KB payload, canonical ``registrationID``).
 
 The message is a data message whose ``data`` is the same flat ``pinpoint.*`` string map as FCM
-(:func:`worker.providers.fcm.pinpoint_data`), which is what Pinpoint sent and what the Pinpoint
+(:func:`worker.providers.android.pinpoint_data`), which is what Pinpoint sent and what the Pinpoint
 / Amplify SDKs read on Fire OS.
 
 ``md5``: ADM verifies an ``md5`` it is given and computes one itself when it is absent, so
@@ -15,36 +15,22 @@ risk sending a checksum ADM would reject with ``InvalidChecksum``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from worker.config import Settings
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    PushNotification,
-    push_failure,
-)
-from worker.providers.fcm import (
-    NO_ANSWER_CONNECTION,
-    NO_ANSWER_TIMEOUT,
+from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
+from worker.providers.http import (
     AccessTokenCache,
-    LoopBoundClient,
-    PayloadError,
+    HttpPushProvider,
     Rule,
     excerpt,
-    parse_retry_after,
-    pinpoint_data,
-    provider_tls_context,
-    raw_json_object,
+    json_or_none,
+    token_answer,
 )
 
 CHANNEL_TYPE = "ADM"
@@ -66,14 +52,9 @@ def build_adm_message(notification: PushNotification) -> dict[str, Any]:
     message: dict[str, Any] = {"data": pinpoint_data(notification)}
     if options.get("ConsolidationKey"):
         message["consolidationKey"] = str(options["ConsolidationKey"])
-    expires = options.get("ExpiresAfter", options.get("TimeToLive"))
-    if expires is not None and expires != "":
-        try:
-            message["expiresAfter"] = int(str(expires).strip())
-        except ValueError:
-            raise PayloadError(
-                f"ExpiresAfter {expires!r} is not a whole number of seconds"
-            ) from None
+    expires = ttl_seconds(options.get("ExpiresAfter", options.get("TimeToLive")), "ExpiresAfter")
+    if expires is not None:
+        message["expiresAfter"] = expires
     if options.get("MD5"):
         message["md5"] = str(options["MD5"])
     return message
@@ -127,10 +108,7 @@ def classify_adm_response(
     status_code: int, text: str, headers: Mapping[str, str], address: str
 ) -> Outcome:
     """Turn an ADM answer into an outcome (pure)."""
-    try:
-        body = json.loads(text) if text else None
-    except ValueError:
-        body = None
+    body = json_or_none(text)
     if status_code == 200:
         canonical = body.get("registrationID") if isinstance(body, dict) else None
         return Outcome(
@@ -149,44 +127,22 @@ def classify_adm_response(
             rule = Rule(T, False, f"ADM server error (HTTP {status_code})")
         else:
             rule = Rule(P, False, f"ADM refused the message (HTTP {status_code})")
-    return push_failure(
-        channel_type=CHANNEL_TYPE,
-        status=rule.status,
-        status_code=status_code,
-        error_message=rule.reason,
-        provider_error=reason,
-        provider_response=excerpt(text),
-        retry_after=(
-            parse_retry_after(headers.get("retry-after")) if rule.status is not P else None
-        ),
-        deactivate_endpoint=rule.deactivate,
-    )
+    return rule.outcome(CHANNEL_TYPE, status_code, text, headers, provider_error=reason)
 
 
-class AdmProvider:
+class AdmProvider(HttpPushProvider):
     """Sends ADM-channel pushes through Amazon Device Messaging."""
 
     name = "adm"
+    channel_type = CHANNEL_TYPE
+    service = "ADM"
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._tokens = AccessTokenCache()
-        self._http = LoopBoundClient(self._new_client)
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=provider_tls_context(self._settings),
-            timeout=httpx.Timeout(self._settings.provider_timeout_s),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        notification = delivery.content
-        if not isinstance(notification, PushNotification):
-            raise TypeError(f"ADM cannot send {type(notification).__name__}")
+        notification = self._notification(delivery)
         client_id = channel.credentials.get("ClientId") or channel.settings.get("ClientId")
         client_secret = channel.credentials.get("ClientSecret")
         if not client_id or not client_secret:
@@ -201,25 +157,9 @@ class AdmProvider:
                 413, f"payload too large: {size} bytes of data, ADM allows {ADM_PAYLOAD_LIMIT}"
             )
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        try:
-            async with asyncio.timeout(self._settings.provider_timeout_s):
-                return await self._deliver(str(client_id), client_secret, delivery.address, body)
-        except (TimeoutError, httpx.TimeoutException):
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TIMEOUT,
-                status_code=NO_ANSWER_TIMEOUT,
-                error_message=(
-                    f"ADM did not answer within {self._settings.provider_timeout_s:g} s"
-                ),
-            )
-        except httpx.TransportError as exc:
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TEMPORARY_FAILURE,
-                status_code=NO_ANSWER_CONNECTION,
-                error_message=f"could not reach ADM: {type(exc).__name__}: {exc}",
-            )
+        return await self._answer(
+            self._deliver(str(client_id), client_secret, delivery.address, body)
+        )
 
     async def _deliver(
         self, client_id: str, client_secret: str, address: str, body: bytes
@@ -260,47 +200,8 @@ class AdmProvider:
                 "client_secret": client_secret,
             },
         )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code == 200 and isinstance(body, dict):
-            token = body.get("access_token")
-            try:
-                lifetime = float(body.get("expires_in", 3600))
-            except (TypeError, ValueError):
-                lifetime = 3600.0
-            if isinstance(token, str) and token:
-                return token, max(lifetime, 1.0)
-        error = ""
-        if isinstance(body, dict):
-            error = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
-        if response.status_code == 429:
-            status = Q
-        elif response.status_code >= 500:
-            status = T
-        else:
-            status = P
-        return push_failure(
+        return token_answer(
+            response,
             channel_type=CHANNEL_TYPE,
-            status=status,
-            status_code=response.status_code,
-            error_message=(
-                "Amazon's token endpoint refused the ADM channel's ClientId/ClientSecret"
-                + (f": {error}" if error else "")
-            ),
-            provider_error=str(body.get("error", "")) if isinstance(body, dict) else "",
-            provider_response=excerpt(response.text),
-            retry_after=(
-                parse_retry_after(response.headers.get("retry-after")) if status is not P else None
-            ),
-        )
-
-    @staticmethod
-    def _refused(status_code: int, message: str) -> Outcome:
-        return push_failure(
-            channel_type=CHANNEL_TYPE,
-            status=DeliveryStatus.PERMANENT_FAILURE,
-            status_code=status_code,
-            error_message=message,
+            refused="Amazon's token endpoint refused the ADM channel's ClientId/ClientSecret",
         )

@@ -34,8 +34,9 @@ client protocol subclassed because of traps measured here (DESIGN.md §7):
   form): the PEM text is written to a private (0600) temporary file only for the moment
   ``load_cert_chain`` reads it (:func:`_tls_context`).
 
-When APNs never answered there is no HTTP status; as the Twilio adapter does, Herald reports
-503 when the connection failed or was lost and 504 when no answer came in time.
+When APNs never answered there is no HTTP status; as every HTTP adapter does
+(:mod:`worker.providers.http`), Herald reports 503 when the connection failed or was lost and
+504 when no answer came in time.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ from worker.providers.base import (
     PushNotification,
     push_failure,
 )
+from worker.providers.http import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
+    excerpt,
+    json_or_none,
+    provider_tls_context,
+    retry_after_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +120,6 @@ SANDBOX_CHANNELS = frozenset({"APNS_SANDBOX", "APNS_VOIP_SANDBOX"})
 PAYLOAD_LIMIT = 4096
 VOIP_PAYLOAD_LIMIT = 5120
 COLLAPSE_ID_LIMIT = 64  # bytes
-
-# Statuses for "APNs never answered" (see module docstring).
-NO_CONNECTION_STATUS = 503
-NO_ANSWER_STATUS = 504
 
 # Connections per pool: APNs serves many concurrent streams on one connection (it announces
 # the number in SETTINGS), aioapns opens another only when all are busy.
@@ -470,17 +475,6 @@ def classify(status: int, reason: str | None) -> _Row:
     return _Row(DeliveryStatus.UNKNOWN_FAILURE, "Unexpected answer from APNs")
 
 
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in delta-seconds; an HTTP date or garbage is ignored."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def outcome_for(
     response: ApnsResponse, request: ApnsRequest, channel_type: str, credential_name: str
 ) -> Outcome:
@@ -488,10 +482,7 @@ def outcome_for(
     ("token key" or "certificate")."""
     text = response.body.decode("utf-8", "replace")
     reason: str | None = None
-    try:
-        document = json.loads(text) if text else None
-    except ValueError:
-        document = None
+    document = json_or_none(text)
     if isinstance(document, dict) and isinstance(document.get("reason"), str):
         reason = document["reason"]
     row = classify(response.status, reason)
@@ -516,8 +507,8 @@ def outcome_for(
         status_code=response.status,
         error_message=message,
         provider_error=reason or "",
-        provider_response=text[:1000],
-        retry_after=_retry_after(response.headers.get("retry-after"))
+        provider_response=excerpt(text),
+        retry_after=retry_after_seconds(response.headers.get("retry-after"))
         if row.status is _THROTTLED
         else None,
         deactivate_endpoint=row.deactivate,
@@ -694,10 +685,8 @@ def _certificate_topic(certificate: x509.Certificate) -> str | None:
 def _tls_context(
     settings: Settings, cert_pem: str | None = None, key_pem: str | None = None
 ) -> ssl.SSLContext:
-    """System CAs plus ``HERALD_CA_BUNDLE``; ALPN h2; the client certificate, if any."""
-    context = ssl.create_default_context()
-    if settings.ca_bundle is not None:
-        context.load_verify_locations(cafile=str(settings.ca_bundle))
+    """The provider TLS trust, ALPN h2, and the client certificate, if any."""
+    context = provider_tls_context(settings)
     context.set_alpn_protocols(["h2"])
     if cert_pem is not None and key_pem is not None:
         # load_cert_chain reads only from files. mkstemp creates the file 0600 and we remove

@@ -23,7 +23,6 @@ the signature's expiry time. ``deploy_status`` is not sent: Baidu uses it for iO
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import platform
@@ -32,29 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
-import httpx
-
-from worker.config import Settings
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    PushNotification,
-    push_failure,
-)
-from worker.providers.fcm import (
-    NO_ANSWER_CONNECTION,
-    NO_ANSWER_TIMEOUT,
-    LoopBoundClient,
-    PayloadError,
-    Rule,
-    excerpt,
-    parse_retry_after,
-    pinpoint_data,
-    provider_tls_context,
-    raw_json_object,
-)
+from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
+from worker.providers.http import HttpPushProvider, Rule, excerpt, json_or_none
 
 CHANNEL_TYPE = "BAIDU"
 SINGLE_DEVICE_PATH = "/rest/3.0/push/single_device"
@@ -124,14 +103,8 @@ def build_baidu_params(
         "msg_type": msg_type,
         "msg": msg,
     }
-    ttl = notification.options.get("TimeToLive")
-    if ttl is not None and ttl != "":
-        try:
-            seconds = int(str(ttl).strip())
-        except ValueError:
-            raise PayloadError(f"TimeToLive {ttl!r} is not a whole number of seconds") from None
-        if seconds < 0:
-            raise PayloadError("TimeToLive must not be negative")
+    seconds = ttl_seconds(notification.options.get("TimeToLive"), "TimeToLive")
+    if seconds is not None:
         params["msg_expires"] = str(min(seconds, BAIDU_MAX_EXPIRES_S))
     return params
 
@@ -169,10 +142,7 @@ def _names_channel_id(message: str) -> bool:
 
 def classify_baidu_response(status_code: int, text: str, headers: Mapping[str, str]) -> Outcome:
     """Turn a Baidu answer into an outcome (pure)."""
-    try:
-        body = json.loads(text) if text else None
-    except ValueError:
-        body = None
+    body = json_or_none(text)
     if not isinstance(body, dict):
         body = {}
     params = body.get("response_params")
@@ -199,90 +169,47 @@ def classify_baidu_response(status_code: int, text: str, headers: Mapping[str, s
             rule = Rule(P, False, f"Baidu refused the request (HTTP {status_code})")
     # An invalid / unknown channel id is reported as a parameter or not-found error that names
     # it; that address will never work again.
-    deactivate = rule.deactivate or (code in (30602, 30605) and _names_channel_id(error_msg))
-    return push_failure(
-        channel_type=CHANNEL_TYPE,
-        status=rule.status,
-        status_code=status_code,
-        error_message=f"{rule.reason}: {error_msg}" if error_msg else rule.reason,
+    return rule.outcome(
+        CHANNEL_TYPE,
+        status_code,
+        text,
+        headers,
         provider_error=str(code) if code else "",
-        provider_response=excerpt(text),
-        retry_after=(
-            parse_retry_after(headers.get("retry-after")) if rule.status is not P else None
-        ),
-        deactivate_endpoint=deactivate,
+        detail=error_msg,
+        deactivate=code in (30602, 30605) and _names_channel_id(error_msg),
     )
 
 
-class BaiduProvider:
+class BaiduProvider(HttpPushProvider):
     """Sends BAIDU-channel pushes through Baidu Cloud Push."""
 
     name = "baidu"
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._http = LoopBoundClient(self._new_client)
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=provider_tls_context(self._settings),
-            timeout=httpx.Timeout(self._settings.provider_timeout_s),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    channel_type = CHANNEL_TYPE
+    service = "Baidu"
 
     async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        notification = delivery.content
-        if not isinstance(notification, PushNotification):
-            raise TypeError(f"Baidu cannot send {type(notification).__name__}")
+        notification = self._notification(delivery)
         api_key = channel.credentials.get("ApiKey") or channel.settings.get("ApiKey")
         secret_key = channel.credentials.get("SecretKey")
         if not api_key or not secret_key:
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.PERMANENT_FAILURE,
-                status_code=400,
-                error_message="the BAIDU channel needs both ApiKey and SecretKey",
-            )
+            return self._refused(400, "the BAIDU channel needs both ApiKey and SecretKey")
         try:
             params = build_baidu_params(
                 notification, delivery.address, str(api_key), int(time.time())
             )
         except PayloadError as exc:
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.PERMANENT_FAILURE,
-                status_code=400,
-                error_message=str(exc),
-            )
+            return self._refused(400, str(exc))
         url = self._settings.baidu_url + SINGLE_DEVICE_PATH
         params["sign"] = baidu_sign("POST", url, params, secret_key)
-        try:
-            async with asyncio.timeout(self._settings.provider_timeout_s):
-                response = await self._http.get().post(
-                    url,
-                    content=urlencode(params).encode(),
-                    headers={
-                        "Content-Type": "application/x-www-form-urlencoded;charset=utf-8",
-                        "User-Agent": USER_AGENT,
-                    },
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TIMEOUT,
-                status_code=NO_ANSWER_TIMEOUT,
-                error_message=(
-                    f"Baidu did not answer within {self._settings.provider_timeout_s:g} s"
-                ),
-            )
-        except httpx.TransportError as exc:
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TEMPORARY_FAILURE,
-                status_code=NO_ANSWER_CONNECTION,
-                error_message=f"could not reach Baidu: {type(exc).__name__}: {exc}",
-            )
+        return await self._answer(self._push(url, params))
+
+    async def _push(self, url: str, params: Mapping[str, str]) -> Outcome:
+        response = await self._http.get().post(
+            url,
+            content=urlencode(params).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded;charset=utf-8",
+                "User-Agent": USER_AGENT,
+            },
+        )
         return classify_baidu_response(response.status_code, response.text, response.headers)

@@ -3,8 +3,8 @@
 The message is a *data* message in the shape Pinpoint sent, so Android apps built on the
 Pinpoint / Amplify SDKs keep working: a flat string map with ``pinpoint.notification.title``,
 ``pinpoint.notification.body``, ``pinpoint.openApp``, ``pinpoint.url``, ``pinpoint.jsonBody``,
-``pinpoint.notification.silentPush`` … (:func:`pinpoint_data`), which the app's SDK turns into
-the notification. ADM and Baidu carry the same map, so their adapters import it from here.
+``pinpoint.notification.silentPush`` … (:func:`worker.providers.android.pinpoint_data`, the
+map ADM and Baidu carry too), which the app's SDK turns into the notification.
 
 Authentication is the service account's OAuth 2.0 JWT-bearer grant
 (https://developers.google.com/identity/protocols/oauth2/service-account#httprest): an RS256
@@ -24,31 +24,28 @@ signed with ``cryptography`` directly — a dozen lines, typed, no blocking refr
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import email.utils
 import hashlib
 import json
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
-import certifi
-import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from worker.config import Settings
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    PushNotification,
-    push_failure,
+from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
+from worker.providers.http import (
+    AccessTokenCache,
+    HttpPushProvider,
+    Rule,
+    excerpt,
+    json_or_none,
+    token_answer,
 )
 
 CHANNEL_TYPE = "GCM"
@@ -59,209 +56,6 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_PAYLOAD_LIMIT = 4096
 # FCM keeps a message at most 28 days; a longer ttl is an INVALID_ARGUMENT.
 FCM_MAX_TTL_S = 2_419_200
-
-# StatusCode when the provider gave no HTTP answer at all (there is no provider status to
-# report): what an HTTP gateway would say in our place, as the APNs and Twilio adapters do.
-NO_ANSWER_TIMEOUT = 504
-NO_ANSWER_CONNECTION = 503
-
-_EXCERPT = 1000
-
-
-class PayloadError(ValueError):
-    """The rendered message cannot become a valid provider payload (a permanent failure)."""
-
-
-# --- shared by the FCM, ADM and Baidu adapters ---------------------------------------------
-
-
-def pinpoint_data(notification: PushNotification) -> dict[str, str]:
-    """The flat ``pinpoint.*`` string map Pinpoint put in FCM/ADM data messages.
-
-    ``Context`` keys come first so Pinpoint's own keys win a clash. ``Data`` travels as the
-    JSON string ``pinpoint.jsonBody``. A deep link is given both as ``pinpoint.deeplink`` (what
-    Amplify reads) and ``pinpoint.url`` (what the older AWS Mobile SDK opens).
-    """
-    data = {str(key): str(value) for key, value in notification.context.items()}
-    if notification.title is not None:
-        data["pinpoint.notification.title"] = notification.title
-    if notification.body is not None:
-        data["pinpoint.notification.body"] = notification.body
-    action = (notification.action or "OPEN_APP").upper()
-    if action == "URL" and notification.url:
-        data["pinpoint.url"] = notification.url
-    elif action == "DEEP_LINK" and notification.url:
-        data["pinpoint.deeplink"] = notification.url
-        data["pinpoint.url"] = notification.url
-    else:
-        data["pinpoint.openApp"] = "true"
-    if notification.data:
-        data["pinpoint.jsonBody"] = json.dumps(notification.data, separators=(",", ":"))
-    data["pinpoint.notification.silentPush"] = "1" if notification.silent_push else "0"
-    if notification.sound:
-        data["pinpoint.notification.sound"] = notification.sound
-    for option, key in _IMAGE_KEYS.items():
-        value = notification.options.get(option)
-        if value:
-            data[key] = str(value)
-    return data
-
-
-_IMAGE_KEYS = {
-    "ImageUrl": "pinpoint.notification.imageUrl",
-    "ImageIconUrl": "pinpoint.notification.imageIconUrl",
-    "SmallImageIconUrl": "pinpoint.notification.imageSmallIconUrl",
-    "IconReference": "pinpoint.notification.icon",
-}
-
-
-def raw_json_object(raw_content: str) -> dict[str, Any]:
-    """``RawContent`` parsed; it must be a JSON object."""
-    try:
-        value = json.loads(raw_content)
-    except ValueError as exc:
-        raise PayloadError(f"RawContent is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise PayloadError("RawContent must be a JSON object")
-    return value
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(int(value)))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def provider_tls_context(settings: Settings) -> ssl.SSLContext:
-    """Public CAs (certifi, as httpx uses by default) plus ``HERALD_CA_BUNDLE`` if set."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if settings.ca_bundle is not None:
-        context.load_verify_locations(cafile=str(settings.ca_bundle))
-    return context
-
-
-def excerpt(text: str) -> str:
-    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…"
-
-
-class LoopBoundClient:
-    """An ``httpx.AsyncClient`` for the running event loop.
-
-    A worker may drive the provider from more than one event loop over its life (e.g. one
-    ``asyncio.run`` per Celery task); a client or lock from a finished loop cannot be used in a
-    new one, so both are recreated when the loop changes. Call ``aclose()`` before a loop
-    ends; a client left behind by a finished loop can only be abandoned.
-    """
-
-    def __init__(self, factory: Callable[[], httpx.AsyncClient]) -> None:
-        self._factory = factory
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def get(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = self._factory()
-            self._loop = loop
-        return self._client
-
-    async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
-
-
-@dataclass(slots=True)
-class _CachedToken:
-    value: str
-    refresh_at: float  # monotonic
-
-
-@dataclass(slots=True)
-class _CachedRefusal:
-    outcome: Outcome
-    until: float  # monotonic
-
-
-# Fetches a token: (access token, lifetime in seconds), or the outcome that refused it.
-TokenFetch = Callable[[], Awaitable["tuple[str, float] | Outcome"]]
-
-
-class AccessTokenCache:
-    """OAuth access tokens per credential, each refreshed by one coroutine at a time.
-
-    A token is used until shortly before it expires (a minute, or half its lifetime if that is
-    shorter). A permanent refusal is remembered for a minute for the same credential, so a
-    request to thousands of endpoints of a misconfigured app costs one token request, not one
-    per endpoint; changed credentials have a different key and are tried at once.
-    """
-
-    REFUSAL_TTL_S = 60.0
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._tokens: dict[str, _CachedToken] = {}
-        self._refusals: dict[str, _CachedRefusal] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def get(self, key: str, fetch: TokenFetch) -> str | Outcome:
-        cached = self._cached(key)
-        if cached is not None:
-            return cached
-        async with self._lock(key):
-            cached = self._cached(key)
-            if cached is not None:
-                return cached
-            result = await fetch()
-            now = self._clock()
-            if isinstance(result, Outcome):
-                if result.status is DeliveryStatus.PERMANENT_FAILURE:
-                    self._refusals[key] = _CachedRefusal(result, now + self.REFUSAL_TTL_S)
-                return result
-            token, lifetime = result
-            margin = min(60.0, lifetime / 2)
-            self._tokens[key] = _CachedToken(token, now + lifetime - margin)
-            self._refusals.pop(key, None)
-            return token
-
-    def invalidate(self, key: str, token: str) -> None:
-        """Forget ``token`` (the provider rejected it) unless it was already replaced."""
-        cached = self._tokens.get(key)
-        if cached is not None and cached.value == token:
-            del self._tokens[key]
-
-    def _cached(self, key: str) -> str | Outcome | None:
-        now = self._clock()
-        token = self._tokens.get(key)
-        if token is not None and now < token.refresh_at:
-            return token.value
-        refusal = self._refusals.get(key)
-        if refusal is not None and now < refusal.until:
-            return refusal.outcome
-        return None
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._locks.clear()
-            self._loop = loop
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
 
 
 # --- the service account --------------------------------------------------------------------
@@ -356,18 +150,6 @@ def _fcm_priority(value: Any) -> str | None:
     raise PayloadError(f"Priority {value!r} is not one of high, normal, 10, 5")
 
 
-def _ttl_seconds(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        seconds = int(str(value).strip())
-    except ValueError:
-        raise PayloadError(f"{name} {value!r} is not a whole number of seconds") from None
-    if seconds < 0:
-        raise PayloadError(f"{name} must not be negative")
-    return seconds
-
-
 def build_fcm_message(notification: PushNotification, token: str) -> dict[str, Any]:
     """The FCM v1 ``messages:send`` body for one registration token (pure).
 
@@ -389,7 +171,7 @@ def build_fcm_message(notification: PushNotification, token: str) -> dict[str, A
     priority = _fcm_priority(options.get("Priority"))
     if priority is not None:
         android["priority"] = priority
-    ttl = _ttl_seconds(options.get("TimeToLive"), "TimeToLive")
+    ttl = ttl_seconds(options.get("TimeToLive"), "TimeToLive")
     if ttl is not None:
         android["ttl"] = f"{min(ttl, FCM_MAX_TTL_S)}s"
     if options.get("CollapseKey"):
@@ -424,7 +206,7 @@ def _raw_fcm_message(raw: dict[str, Any], token: str) -> dict[str, Any]:
             value = message.pop(legacy)
             android.setdefault(v1, _fcm_priority(value) if legacy == "priority" else value)
     if "time_to_live" in message:
-        ttl = _ttl_seconds(message.pop("time_to_live"), "time_to_live")
+        ttl = ttl_seconds(message.pop("time_to_live"), "time_to_live")
         if ttl is not None:
             android.setdefault("ttl", f"{min(ttl, FCM_MAX_TTL_S)}s")
     if android:
@@ -453,12 +235,6 @@ def fcm_payload_size(message: Mapping[str, Any]) -> int:
 
 
 # --- the answer ----------------------------------------------------------------------------
-
-
-class Rule(NamedTuple):
-    status: DeliveryStatus
-    deactivate: bool
-    reason: str
 
 
 P = DeliveryStatus.PERMANENT_FAILURE
@@ -525,10 +301,7 @@ def _fcm_error(body: Any) -> tuple[str, str, bool]:
 
 def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str]) -> Outcome:
     """Turn an FCM v1 answer into an outcome (pure)."""
-    try:
-        body = json.loads(text) if text else None
-    except ValueError:
-        body = None
+    body = json_or_none(text)
     if status_code == 200:
         name = body.get("name") if isinstance(body, dict) else None
         return Outcome(
@@ -538,79 +311,60 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
             message_id=str(name) if name else None,
         )
     code, message, about_token = _fcm_error(body)
-    retry_after = parse_retry_after(headers.get("retry-after"))
     rule = FCM_ERRORS.get(code)
     if rule is not None:
-        deactivate = rule.deactivate or (code == "INVALID_ARGUMENT" and about_token)
-        return push_failure(
-            channel_type=CHANNEL_TYPE,
-            status=rule.status,
-            status_code=status_code,
-            error_message=message or rule.reason,
+        # Google's message is the errorMessage; the table's reason stands in when it gives none.
+        return rule._replace(reason=message or rule.reason).outcome(
+            CHANNEL_TYPE,
+            status_code,
+            text,
+            headers,
             provider_error=code,
-            provider_response=excerpt(text),
-            retry_after=retry_after if rule.status is not P else None,
-            deactivate_endpoint=deactivate,
+            deactivate=code == "INVALID_ARGUMENT" and about_token,
         )
     # No FCM error code: Google's own statuses, or something in between.
     if status_code == 401:
-        error_message = (
-            "FCM did not accept the access token obtained with the GCM channel's ServiceJson"
+        rule = Rule(
+            P,
+            False,
+            "FCM did not accept the access token obtained with the GCM channel's ServiceJson",
         )
-        status = P
     elif status_code == 403:
-        error_message = (
+        rule = Rule(
+            P,
+            False,
             "the GCM channel's ServiceJson service account may not send with this project "
-            "(missing cloudmessaging permission or FCM API disabled)"
+            "(missing cloudmessaging permission or FCM API disabled)",
         )
-        status = P
     elif status_code == 429:
-        error_message, status = "FCM throttled the request", Q
+        rule = Rule(Q, False, "FCM throttled the request")
     elif status_code >= 500:
-        error_message, status = "FCM server error", T
+        rule = Rule(T, False, "FCM server error")
     else:
-        error_message, status = f"FCM refused the message (HTTP {status_code})", P
-    return push_failure(
-        channel_type=CHANNEL_TYPE,
-        status=status,
-        status_code=status_code,
-        error_message=f"{error_message}: {message}" if message else error_message,
-        provider_error=code,
-        provider_response=excerpt(text),
-        retry_after=retry_after if status is not P else None,
+        rule = Rule(P, False, f"FCM refused the message (HTTP {status_code})")
+    return rule.outcome(
+        CHANNEL_TYPE, status_code, text, headers, provider_error=code, detail=message
     )
 
 
 # --- the provider ---------------------------------------------------------------------------
 
 
-class FcmProvider:
+class FcmProvider(HttpPushProvider):
     """Sends GCM-channel pushes through FCM HTTP v1."""
 
     name = "fcm"
+    channel_type = CHANNEL_TYPE
+    service = "FCM"
+    http2 = True
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._tokens = AccessTokenCache()
         self._accounts: dict[str, ServiceAccount | str] = {}
-        self._http = LoopBoundClient(self._new_client)
-
-    def _new_client(self) -> httpx.AsyncClient:
-        # No transport retries: every retry decision belongs to Herald's policy.
-        return httpx.AsyncClient(
-            http2=True,
-            verify=provider_tls_context(self._settings),
-            timeout=httpx.Timeout(self._settings.provider_timeout_s),
-            follow_redirects=False,
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        notification = delivery.content
-        if not isinstance(notification, PushNotification):
-            raise TypeError(f"FCM cannot send {type(notification).__name__}")
+        notification = self._notification(delivery)
         account = self._service_account(channel)
         if not isinstance(account, ServiceAccount):
             return account
@@ -624,25 +378,7 @@ class FcmProvider:
                 400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
             )
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        try:
-            async with asyncio.timeout(self._settings.provider_timeout_s):
-                return await self._deliver(account, body)
-        except (TimeoutError, httpx.TimeoutException):
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TIMEOUT,
-                status_code=NO_ANSWER_TIMEOUT,
-                error_message=(
-                    f"FCM did not answer within {self._settings.provider_timeout_s:g} s"
-                ),
-            )
-        except httpx.TransportError as exc:
-            return push_failure(
-                channel_type=CHANNEL_TYPE,
-                status=DeliveryStatus.TEMPORARY_FAILURE,
-                status_code=NO_ANSWER_CONNECTION,
-                error_message=f"could not reach FCM: {type(exc).__name__}: {exc}",
-            )
+        return await self._answer(self._deliver(account, body))
 
     async def _deliver(self, account: ServiceAccount, body: bytes) -> Outcome:
         url = (
@@ -664,7 +400,7 @@ class FcmProvider:
             # A 401 without an FCM error code is Google rejecting our access token (revoked
             # or expired early): get a fresh one and try once more within this attempt.
             if response.status_code == 401 and attempt == 1:
-                code, _, _ = _fcm_error(_json_or_none(response.text))
+                code, _, _ = _fcm_error(json_or_none(response.text))
                 if code not in FCM_ERRORS:
                     self._tokens.invalidate(account.cache_key, token)
                     continue
@@ -677,36 +413,12 @@ class FcmProvider:
             account.token_uri,
             data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
         )
-        body = _json_or_none(response.text)
-        if response.status_code == 200 and isinstance(body, dict):
-            token = body.get("access_token")
-            try:
-                lifetime = float(body.get("expires_in", 3600))
-            except (TypeError, ValueError):
-                lifetime = 3600.0
-            if isinstance(token, str) and token:
-                return token, max(lifetime, 1.0)
-        error = ""
-        if isinstance(body, dict):
-            error = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
-        if response.status_code == 429:
-            status = Q
-        elif response.status_code >= 500:
-            status = T
-        else:
-            status = P
-        return push_failure(
+        return token_answer(
+            response,
             channel_type=CHANNEL_TYPE,
-            status=status,
-            status_code=response.status_code,
-            error_message=(
+            refused=(
                 f"the OAuth token endpoint {account.token_uri} refused the GCM channel's "
-                f"ServiceJson ({account.client_email})" + (f": {error}" if error else "")
-            ),
-            provider_error=str(body.get("error", "")) if isinstance(body, dict) else "",
-            provider_response=excerpt(response.text),
-            retry_after=(
-                parse_retry_after(response.headers.get("retry-after")) if status is not P else None
+                f"ServiceJson ({account.client_email})"
             ),
         )
 
@@ -734,19 +446,3 @@ class FcmProvider:
         if isinstance(account, str):
             return self._refused(400, account)
         return account
-
-    @staticmethod
-    def _refused(status_code: int, message: str) -> Outcome:
-        return push_failure(
-            channel_type=CHANNEL_TYPE,
-            status=DeliveryStatus.PERMANENT_FAILURE,
-            status_code=status_code,
-            error_message=message,
-        )
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None

@@ -42,8 +42,8 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from worker.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, SmsContent
-from worker.providers.twilio import is_e164, resolve_sms_sender
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome
+from worker.providers.phone import is_e164, refused, sms_route
 
 DEFAULT_PORT = 2775
 
@@ -228,10 +228,6 @@ def _no_answer(timeout_s: float, what: str) -> Outcome:
         status_code=504,
         status_message=f"SMSC {what} within {timeout_s:g}s",
     )
-
-
-def _rejected(message: str) -> Outcome:
-    return Outcome(status=_PERM, status_code=400, status_message=message)
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -459,28 +455,19 @@ class SmppSmsProvider:
         return self._executor
 
     async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        content = delivery.content
-        if not isinstance(content, SmsContent):
-            return _rejected(f"{self.name} cannot send {type(content).__name__}")
-        to = delivery.address.strip()
-        if not is_e164(to):
-            return _rejected(f"Address {to!r} is not an E.164 phone number")
-        sender = resolve_sms_sender(content, channel, self._default_sender)
-        if sender is None:
-            return _rejected(
-                "No sender: set the message's OriginationNumber or SenderId, the SMS "
-                "channel's ShortCode or SenderId, or HERALD_DEFAULT_ORIGINATION_NUMBER"
-            )
+        route = sms_route(delivery, channel, self.name, self._default_sender)
+        if isinstance(route, Outcome):
+            return route
         try:
-            source = source_address(sender)
+            source = source_address(route.sender)
             parts, data_coding = split_message(
-                content.body, concatenation_reference(delivery.delivery_id)
+                route.content.body, concatenation_reference(delivery.delivery_id)
             )
         except ValueError as err:
-            return _rejected(str(err))
+            return refused(str(err))
         job = _Submission(
             source=source,
-            destination=to[1:],
+            destination=route.to[1:],
             parts=parts,
             data_coding=data_coding,
             deadline=time.monotonic() + self._timeout,

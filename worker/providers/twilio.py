@@ -2,9 +2,11 @@
 
 ``TwilioSmsProvider`` creates a Message (``POST /2010-04-01/Accounts/{sid}/Messages.json``),
 ``TwilioVoiceProvider`` a Call (``.../Calls.json``) whose inline TwiML says the rendered body.
-Both use the ``twilio`` library's aiohttp client. The library builds every ``api.twilio.com``
-URL from its domain's ``base_url`` (``twilio.base.domain.Domain.absolute_url``), so pointing
-Herald at ``HERALD_TWILIO_URL`` is setting that one attribute; no URL rewriting needed.
+Both use the ``twilio`` library's aiohttp client, and need twilio 9.10 or later: its
+``create_with_http_info_async`` (the answer with its HTTP status) first shipped there. The
+library builds every ``api.twilio.com`` URL from its domain's ``base_url``
+(``twilio.base.domain.Domain.absolute_url``), so pointing Herald at ``HERALD_TWILIO_URL`` is
+setting that one attribute; no URL rewriting needed.
 
 What Twilio answered becomes an :class:`Outcome` through :data:`TWILIO_OUTCOMES`, one table
 for both channels. Twilio's HTTP status is the ``StatusCode`` (DESIGN.md §4); when no answer
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -28,47 +29,15 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from worker.config import ConfigError, Settings
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    SmsContent,
-    VoiceContent,
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
+from worker.providers.http import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
+    json_or_none,
+    provider_tls_context,
+    retry_after_seconds,
 )
-
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-
-# Statuses Herald uses when Twilio gave no HTTP status of its own.
-NO_CONNECTION_STATUS = 503
-NO_ANSWER_STATUS = 504
-
-
-def is_e164(address: str) -> bool:
-    return E164.fullmatch(address) is not None
-
-
-def resolve_sms_sender(
-    content: SmsContent, channel: ChannelConfig, default_origination_number: str | None
-) -> str | None:
-    """Who an SMS comes from, in DESIGN.md §4's order.
-
-    The message's ``OriginationNumber``, else its ``SenderId``, else the channel's
-    (``ShortCode`` before ``SenderId``: a number can be answered), else
-    ``HERALD_DEFAULT_ORIGINATION_NUMBER``.
-    """
-    candidates = (
-        content.origination_number,
-        content.sender_id,
-        channel.settings.get("ShortCode"),
-        channel.settings.get("SenderId"),
-        default_origination_number,
-    )
-    for candidate in candidates:
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate.strip()
-    return None
-
+from worker.providers.phone import phone_delivery, refused, sms_route
 
 # --- TwiML ---------------------------------------------------------------------------------
 
@@ -153,26 +122,12 @@ def classify(http_status: int, code: int | None) -> _Row:
     return _Row(DeliveryStatus.UNKNOWN_FAILURE, "unexpected answer from Twilio")
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as delta-seconds (what Twilio sends); an HTTP date is ignored."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def error_outcome(http_status: int, body: str, retry_after: str | None) -> Outcome:
     """The outcome for a non-2xx answer; ``body`` is Twilio's error JSON
     (``{"code", "message", "more_info", "status"}``) or anything else a proxy sent."""
     code: int | None = None
     message = ""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
+    payload = json_or_none(body)
     if isinstance(payload, dict):
         raw_code = payload.get("code")
         code = raw_code if isinstance(raw_code, int) else None
@@ -192,11 +147,6 @@ def error_outcome(http_status: int, body: str, retry_after: str | None) -> Outco
         if row.status is DeliveryStatus.THROTTLED
         else None,
     )
-
-
-def _rejected(message: str) -> Outcome:
-    """Refused before any request: Twilio would have answered 400."""
-    return Outcome(status=_PERMANENT, status_code=400, status_message=message)
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -258,13 +208,6 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         pass
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if settings.ca_bundle is not None:
-        context.load_verify_locations(cafile=str(settings.ca_bundle))
-    return context
-
-
 class _TwilioTransport:
     """One ``twilio.rest.Client`` per event loop: its aiohttp session belongs to the loop it
     was made on, and a worker may run sends on more than one loop over its life."""
@@ -275,7 +218,7 @@ class _TwilioTransport:
         self.settings = settings
         self.account_sid: str = settings.twilio_account_sid
         self._auth_token: str = settings.twilio_auth_token
-        self._ssl = _ssl_context(settings)
+        self._ssl = provider_tls_context(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._http: _HttpClient | None = None
@@ -340,62 +283,51 @@ class _TwilioTransport:
             await http.close()
 
 
-class TwilioSmsProvider:
-    """SMS and MMS as Twilio Messages."""
-
-    name = "twilio-sms"
-    channel_types = ("SMS",)
+class _TwilioProvider:
+    """What the SMS and voice adapters share: the transport and the default sender."""
 
     def __init__(self, settings: Settings) -> None:
         self._transport = _TwilioTransport(settings)
         self._default_sender = settings.default_origination_number
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        content = delivery.content
-        if not isinstance(content, SmsContent):
-            return _rejected(f"{self.name} cannot send {type(content).__name__}")
-        to = delivery.address.strip()
-        if not is_e164(to):
-            return _rejected(f"Address {to!r} is not an E.164 phone number")
-        sender = resolve_sms_sender(content, channel, self._default_sender)
-        if sender is None:
-            return _rejected(
-                "No sender: set the message's OriginationNumber or SenderId, the SMS "
-                "channel's ShortCode or SenderId, or HERALD_DEFAULT_ORIGINATION_NUMBER"
-            )
-        messages = self._transport.account().messages
-        media = [content.media_url] if content.media_url else None
-        return await self._transport.create(
-            "Message",
-            lambda: messages.create_with_http_info_async(
-                to=to, from_=sender, body=content.body, media_url=media
-            ),
-        )
-
     async def aclose(self) -> None:
         await self._transport.aclose()
 
 
-class TwilioVoiceProvider:
+class TwilioSmsProvider(_TwilioProvider):
+    """SMS and MMS as Twilio Messages."""
+
+    name = "twilio-sms"
+    channel_types = ("SMS",)
+
+    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+        route = sms_route(delivery, channel, self.name, self._default_sender)
+        if isinstance(route, Outcome):
+            return route
+        messages = self._transport.account().messages
+        media = [route.content.media_url] if route.content.media_url else None
+        return await self._transport.create(
+            "Message",
+            lambda: messages.create_with_http_info_async(
+                to=route.to, from_=route.sender, body=route.content.body, media_url=media
+            ),
+        )
+
+
+class TwilioVoiceProvider(_TwilioProvider):
     """Voice messages as Twilio Calls that say the body with inline TwiML."""
 
     name = "twilio-voice"
     channel_types = ("VOICE",)
 
-    def __init__(self, settings: Settings) -> None:
-        self._transport = _TwilioTransport(settings)
-        self._default_caller = settings.default_origination_number
-
     async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        content = delivery.content
-        if not isinstance(content, VoiceContent):
-            return _rejected(f"{self.name} cannot send {type(content).__name__}")
-        to = delivery.address.strip()
-        if not is_e164(to):
-            return _rejected(f"Address {to!r} is not an E.164 phone number")
-        caller = (content.origination_number or "").strip() or self._default_caller
+        checked = phone_delivery(delivery, VoiceContent, self.name)
+        if isinstance(checked, Outcome):
+            return checked
+        content, to = checked
+        caller = (content.origination_number or "").strip() or self._default_sender
         if not caller:
-            return _rejected(
+            return refused(
                 "No caller number: set the message's OriginationNumber or "
                 "HERALD_DEFAULT_ORIGINATION_NUMBER"
             )
@@ -405,6 +337,3 @@ class TwilioVoiceProvider:
             "Call",
             lambda: calls.create_with_http_info_async(to=to, from_=caller, twiml=twiml),
         )
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
