@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install services run test lint bench clean
+.PHONY: install services browser run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 services:
 	./scripts/ensure-services.sh
 
+# Debian's Chromium for the dashboard's browser test (installed with apt-get when missing).
+browser:
+	./scripts/ensure-browser.sh
+
 # The embedded default: API and worker in one process, SQLite, no servers needed.
 run: install
 	$(BIN)/herald serve
@@ -26,7 +30,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: install services lint
+test: install services browser lint
 	$(BIN)/pytest
 
 bench: install services

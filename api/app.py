@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from api import errors
+from api import dashboard, errors, metrics
 from api.ratelimit import RateLimiter, build_rate_limiter
 from api.sigv4 import SignatureError, verify
 from worker import applications, channels, endpoints, sending, wire
@@ -33,6 +35,7 @@ from worker.channels import ChannelCache
 from worker.config import Settings, get_settings
 from worker.db import session_factory
 from worker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from worker.metrics import record_sync_wait
 from worker.notify import RedisListener, Waiters
 from worker.runtime import wakeup_url
 from worker.validation import describe
@@ -91,13 +94,20 @@ class Call:
         if not self.body.strip():
             raise BadRequest("The request body is empty")
         try:
-            value = json.loads(self.body)
+            value = json.loads(
+                self.body, parse_constant=_not_json, parse_float=_finite_float
+            )
         except (ValueError, RecursionError):
             raise BadRequest("The request body is not valid JSON") from None
         if not isinstance(value, dict):
             raise BadRequest("The request body must be a JSON object")
         if _depth(value) > MAX_JSON_DEPTH:
             raise BadRequest(f"The request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if _has_unstorable_text(value):
+            raise BadRequest(
+                "The request body contains a NUL character or an unpaired surrogate "
+                "(\\u0000, \\ud800-\\udfff)"
+            )
         return value
 
     def parse(self, model: type[Model]) -> tuple[Model, dict[str, Any]]:
@@ -106,6 +116,37 @@ class Call:
             return model.model_validate(raw), raw
         except ValidationError as exc:
             raise BadRequest(describe(exc)) from None
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")  # json.loads accepts NaN and Infinity
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):  # 1e400: no database or JSON encoder takes infinity
+        raise ValueError(f"{literal[:20]} is out of range")
+    return number
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _has_unstorable_text(value: Any) -> bool:
+    """NUL and lone surrogates (both reachable through \\u escapes) cannot be stored in
+    Postgres text or JSONB, nor encoded as UTF-8."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _depth(value: Any, level: int = 1) -> int:
@@ -158,7 +199,16 @@ async def authenticated(request: Request) -> Call:
         raise Forbidden(str(exc)) from None
     principal = herald.keys.principal(verified.access_key_id)
     assert principal is not None
-    return Call(herald=herald, principal=principal, body=body, request_id=rid)
+    call = Call(herald=herald, principal=principal, body=body, request_id=rid)
+    if any("\x00" in str(value) for value in request.path_params.values()):
+        raise BadRequest("A path parameter contains a NUL character")
+    # Every signed call spends a token: app-scoped operations from the app's bucket (after
+    # the scope check, so no key spends another app's), the others from the key's own.
+    app_id = request.path_params.get("app_id")
+    if app_id is not None:
+        call.authorize(app_id)
+    await herald.limiter.check(app_id if app_id is not None else f"key:{principal.key_id}")
+    return call
 
 
 Authed = Annotated[Call, Depends(authenticated)]
@@ -190,7 +240,8 @@ def get_apps(
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
         apps, token = applications.list_applications(
-            session, request.query_params.get("page-size"), request.query_params.get("token")
+            session, request.query_params.get("page-size"), request.query_params.get("token"),
+            call.principal.app_ids,
         )
         items = [
             applications.application_response(a, call.herald.settings.region)
@@ -341,11 +392,13 @@ def delete_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
 async def _await_outcomes(herald: Herald, request_id: str, deadline: float) -> None:
     """Until every recipient is final or the deadline passes; woken by workers, re-checking
     the database at most every second in case a wake-up was lost."""
+    began = time.monotonic()
     with herald.waiters.watching(request_id) as event:
         while True:
             unfinished = await run_in_threadpool(_count_unfinished, herald, request_id)
             remaining = deadline - time.monotonic()
             if unfinished == 0 or remaining <= 0:
+                record_sync_wait(time.monotonic() - began, complete=unfinished == 0)
                 return
             event.clear()
             with contextlib.suppress(TimeoutError):
@@ -361,7 +414,9 @@ async def _send(
     call: Call,
     app_id: str,
     model: type[Model],
-    accept: Callable[[Session, str, Any, dict[str, Any], ChannelCache], sending.Accepted],
+    accept: Callable[
+        [Session, str, Any, dict[str, Any], ChannelCache, int | None], sending.Accepted
+    ],
     results: Callable[..., dict[str, Any]],
 ) -> tuple[str, dict[str, Any]]:
     """Both send operations: validate, persist, enqueue after commit, wait, answer."""
@@ -369,11 +424,11 @@ async def _send(
     started = time.monotonic()
     call.authorize(app_id)
     request, payload = call.parse(model)
-    await herald.limiter.check(app_id)
 
     def persist() -> sending.Accepted:
         with herald.transaction() as session:
-            return accept(session, app_id, request, payload, herald.channel_cache)
+            return accept(session, app_id, request, payload, herald.channel_cache,
+                          herald.settings.max_inflight_sends_per_app)
 
     accepted = await run_in_threadpool(persist)
     await run_in_threadpool(_enqueue_all, herald, accepted)
@@ -524,6 +579,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A path that ends in "/" is a 404 like any unknown path, not a 307 to a URL built
+        # from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.herald = herald
     errors.install(app)
@@ -547,4 +605,6 @@ def create_app(
         response.headers.setdefault("x-amzn-RequestId", rid)
         return response
 
+    dashboard.install(app)
+    metrics.install(app)  # last: its middleware is the outermost, it sees every request
     return app

@@ -6,6 +6,7 @@
     herald migrate    Alembic upgrade to head
     herald keys ...   create / list / revoke access keys
     herald results    a request's per-endpoint outcomes
+    herald dashboard-link   a signed link that opens the operations dashboard
 """
 
 from __future__ import annotations
@@ -88,8 +89,21 @@ def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     _settings()
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                log_level="warning", proxy_headers=True)
+    shared_metrics = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes behind one port: /metrics must add up all of them.
+        import tempfile
+
+        shared_metrics = tempfile.mkdtemp(prefix="herald-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics
+    try:
+        uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
+                    log_level="warning", proxy_headers=True)
+    finally:
+        if shared_metrics:
+            import shutil
+
+            shutil.rmtree(shared_metrics, ignore_errors=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -163,6 +177,17 @@ def cmd_results(args: argparse.Namespace) -> None:
               f"{(r.get('StatusMessage') or '')[:60]}")
 
 
+def cmd_dashboard_link(args: argparse.Namespace) -> None:
+    from api.dashboard import SESSION_S, login_link
+
+    try:
+        print(login_link(_settings(), args.url, args.ttl))
+    except (ValueError, ConfigError) as exc:
+        sys.exit(f"herald: {exc}")
+    print(f"Valid for {args.ttl} s; it signs you in for {SESSION_S // 3600} hours. Anyone "
+          "holding it can sign in.", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     results.add_argument("request_id")
     results.add_argument("--json", action="store_true")
     results.set_defaults(func=cmd_results)
+
+    link = commands.add_parser("dashboard-link",
+                               help="print a signed link that opens the dashboard")
+    link.add_argument("--ttl", type=int, default=3600, help="seconds the link stays valid")
+    link.add_argument("--url", default="http://127.0.0.1:8080",
+                      help="the API's base URL as the browser reaches it")
+    link.set_defaults(func=cmd_dashboard_link)
 
     args = parser.parse_args(argv)
     configure_logging(os.environ.get("HERALD_LOG_LEVEL", "INFO"))

@@ -3,6 +3,11 @@ continuously, holding at most ``HERALD_RATE_LIMIT_BURST`` tokens.
 
 With ``HERALD_REDIS_URL`` the bucket lives in Redis (one atomic Lua script per request), so
 every API process shares it; otherwise it is in-process (the embedded default).
+
+Every signed call counts, not only sends: Pinpoint's quotas are per operation, but Herald has
+one configured rate, and a tenant's endpoint and channel calls load the same database its
+sends do. App-scoped calls spend the app's bucket; GetApps and CreateApp spend a bucket of
+the access key (``key:<id>``).
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ class RateLimiter(Protocol):
         """Raise TooManyRequests when the app is over its rate."""
 
 
-def _refuse(app_id: str) -> TooManyRequests:
-    return TooManyRequests(f"Too many requests for application {app_id}; slow down and retry")
+def _refuse(bucket: str) -> TooManyRequests:
+    # Buckets are app ids, or "key:<access key id>" for calls outside any app.
+    owner = f"access key {bucket[4:]}" if bucket.startswith("key:") else f"application {bucket}"
+    return TooManyRequests(f"Too many requests for {owner}; slow down and retry")
 
 
 class LocalRateLimiter:
@@ -58,6 +65,8 @@ class LocalRateLimiter:
     async def check(self, app_id: str) -> None:
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) > 100_000:  # bucket names come from request paths
+                self._buckets.clear()
             tokens, at = self._buckets.get(app_id, (self._burst, now))
             tokens = min(self._burst, tokens + (now - at) * self._rate)
             allowed = tokens >= 1

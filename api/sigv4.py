@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "mobiletargeting"
@@ -53,8 +53,9 @@ def canonical_query(raw_query: str) -> str:
     for part in raw_query.split("&") if raw_query else []:
         key, _, value = part.partition("=")
         pairs.append(
-            (quote(unquote(key.replace("+", " ")), safe="-_.~"),
-             quote(unquote(value.replace("+", " ")), safe="-_.~"))
+            # Bytes: a percent-encoded sequence that is not UTF-8 must survive unchanged.
+            (quote(unquote_to_bytes(key.replace("+", " ")), safe="-_.~"),
+             quote(unquote_to_bytes(value.replace("+", " ")), safe="-_.~"))
         )
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
@@ -137,6 +138,13 @@ def verify(
             "Signature expired: X-Amz-Date is more than 15 minutes from the server's time "
             f"({now.strftime('%Y%m%dT%H%M%SZ')})"
         )
+    claimed_hash = headers.get("x-amz-content-sha256", [""])[0]
+    if claimed_hash and not hmac.compare_digest(
+        claimed_hash.encode(), hashlib.sha256(body).hexdigest().encode()
+    ):
+        # The signature covers this header, not the body: unchecked, a captured request
+        # could carry any body. Unsigned payloads are not accepted.
+        raise SignatureError("X-Amz-Content-SHA256 does not match the request body")
     secret = secret_for(key_id)
     if secret is None:
         raise SignatureError("The security token included in the request is invalid")

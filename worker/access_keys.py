@@ -74,7 +74,11 @@ class KeyStore:
         self._lock = threading.Lock()
 
     def principal(self, key_id: str) -> Principal | None:
-        if self._root is not None and secrets.compare_digest(key_id, self._root.key_id):
+        # Bytes: compare_digest raises TypeError on non-ASCII str, and key ids come from
+        # a client's header.
+        if self._root is not None and secrets.compare_digest(
+            key_id.encode(), self._root.key_id.encode()
+        ):
             return self._root
         now = time.monotonic()
         with self._lock:

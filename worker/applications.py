@@ -53,12 +53,19 @@ def get_application(session: Session, app_id: str) -> Application:
 
 
 def list_applications(
-    session: Session, page_size: str | None, token: str | None
+    session: Session, page_size: str | None, token: str | None,
+    app_ids: frozenset[str] | None = None,
 ) -> tuple[list[Application], str | None]:
-    """One page of applications ordered by id; the token is the last id seen, opaque."""
+    """One page of applications ordered by id; the token is the last id seen, opaque.
+
+    ``app_ids`` limits the listing to the apps a scoped key may use, in the query itself, so
+    that neither a page nor its token names another app."""
     size = 100
     if page_size is not None:
-        if not page_size.isdigit() or not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+        # isascii: "²".isdigit() is true and int("²") fails; int() also refuses > 4300 digits.
+        if not (page_size.isascii() and page_size.isdigit() and len(page_size) <= 6) or not (
+            1 <= int(page_size) <= MAX_PAGE_SIZE
+        ):
             raise BadRequest(f"page-size must be an integer from 1 to {MAX_PAGE_SIZE}")
         size = int(page_size)
     query = select(Application).order_by(Application.id).limit(size + 1)
@@ -67,7 +74,11 @@ def list_applications(
             after = base64.urlsafe_b64decode(token.encode()).decode()
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("token is not a valid pagination token") from None
+        if "\x00" in after:
+            raise BadRequest("token is not a valid pagination token")
         query = query.where(Application.id > after)
+    if app_ids is not None:
+        query = query.where(Application.id.in_(app_ids))
     apps = list(session.scalars(query))
     next_token = None
     if len(apps) > size:

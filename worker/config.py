@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_bodies: bool = False
 
+    # Operations: /metrics unsigned (false: SigV4 like the API); fleet-wide numbers' cache.
+    metrics_open: bool = True
+    metrics_cache_s: float = Field(default=5.0, ge=0, le=300)
+
     @field_validator(
         "apns_url", "apns_sandbox_url", "fcm_url", "adm_url", "baidu_url", "twilio_url"
     )

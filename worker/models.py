@@ -123,6 +123,13 @@ class Delivery(Base):
             postgresql_where=text("NOT final"),
             sqlite_where=text("NOT final"),
         ),
+        # The per-app in-flight cap counts an app's unfinished rows at every send.
+        Index(
+            "ix_deliveries_app_id_unfinished",
+            "app_id",
+            postgresql_where=text("NOT final"),
+            sqlite_where=text("NOT final"),
+        ),
         ForeignKeyConstraint(["request_id"], ["message_requests.id"], ondelete="CASCADE"),
     )
 

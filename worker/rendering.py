@@ -61,7 +61,7 @@ class RenderError(ValueError):
 def check_email_address(address: str) -> str:
     if "\r" in address or "\n" in address:
         raise ValueError("must not contain line breaks")
-    if len(address) > 254 or not _EMAIL.match(address):
+    if len(address) > 254 or not _EMAIL.fullmatch(address):
         raise ValueError(f"'{address[:80]}' is not an e-mail address")
     return address
 
@@ -75,7 +75,7 @@ def normalize_phone(address: str) -> str:
 
 
 def is_e164(address: str) -> bool:
-    return bool(_E164.match(address))
+    return bool(_E164.fullmatch(address))
 
 
 def dedup_key(channel_type: str, address: str) -> tuple[str, str]:

@@ -21,8 +21,8 @@ from worker import wire
 from worker.applications import get_application
 from worker.channels import ChannelCache
 from worker.db import utcnow
-from worker.endpoints import endpoints_of_users
-from worker.errors import BadRequest, NotFound
+from worker.endpoints import MAX_ENDPOINT_ID, MAX_USER_ID, endpoints_of_users
+from worker.errors import BadRequest, NotFound, TooManyRequests
 from worker.models import Delivery, Endpoint, MessageRequest
 from worker.providers.base import DeliveryStatus
 from worker.rendering import (
@@ -35,7 +35,10 @@ from worker.rendering import (
 
 MAX_USERS = 100
 MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
-MAX_TOKEN = 4096
+# As an endpoint's Address; and an address is part of a key in a unique btree index
+# (deliveries.recipient), whose entries cannot exceed 2704 bytes.
+MAX_TOKEN = 1024
+MAX_TRACE_ID = 256  # message_requests.trace_id
 ADDRESS_PREFIX = "address:"
 BATCH_SIZE = 100
 NO_ENDPOINTS = "No endpoints found for userId."
@@ -66,6 +69,39 @@ class Accepted:
 class _Plan:
     rows: list[dict[str, Any]] = field(default_factory=list)
     seen: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _check_ids(
+    trace_id: str | None, user_ids: Iterable[str] = (), endpoint_ids: Iterable[str] = ()
+) -> None:
+    """Ids that are stored in bounded columns are checked first: too long is a 400."""
+    if trace_id is not None and len(trace_id) > MAX_TRACE_ID:
+        raise BadRequest(f"TraceId must be at most {MAX_TRACE_ID} characters")
+    if any(len(user_id) > MAX_USER_ID for user_id in user_ids):
+        raise BadRequest(f"A user id must be at most {MAX_USER_ID} characters")
+    if any(len(endpoint_id) > MAX_ENDPOINT_ID for endpoint_id in endpoint_ids):
+        raise BadRequest(f"An endpoint id must be at most {MAX_ENDPOINT_ID} characters")
+
+
+def check_inflight(session: Session, app_id: str, adding: int, cap: int) -> None:
+    """Refuse (429) a send that would take the app past ``cap`` unfinished deliveries, so one
+    tenant cannot fill the workers' queue. A send that adds no pending delivery always passes.
+
+    One COUNT on ``ix_deliveries_app_id_unfinished``. Concurrent intakes for one app are not
+    serialised, so the cap is soft: it can be passed by at most what those in-flight intakes
+    add at the same instant."""
+    if adding == 0:
+        return
+    inflight = session.scalar(
+        select(func.count()).select_from(Delivery).where(
+            Delivery.app_id == app_id, ~Delivery.final
+        )
+    ) or 0
+    if inflight + adding > cap:
+        raise TooManyRequests(
+            f"Application {app_id} has {inflight} deliveries in flight; this request would add "
+            f"{adding}, over the limit of {cap}. Retry when some have finished."
+        )
 
 
 def _check_request(
@@ -140,7 +176,13 @@ def _row(
     }
 
 
-def _persist(session: Session, request: MessageRequest, rows: list[dict[str, Any]]) -> Accepted:
+def _persist(
+    session: Session, request: MessageRequest, rows: list[dict[str, Any]],
+    max_inflight: int | None = None,
+) -> Accepted:
+    if max_inflight is not None:
+        pending = sum(1 for row in rows if not row["final"])
+        check_inflight(session, request.app_id, pending, max_inflight)
     session.add(request)
     session.flush()
     accepted = Accepted(request_id=request.id, total=len(rows))
@@ -160,9 +202,11 @@ def accept_users_request(
     request: wire.SendUsersMessageRequest,
     payload: dict[str, Any],
     channels: ChannelCache,
+    max_inflight: int | None = None,
 ) -> Accepted:
     if not 1 <= len(request.users) <= MAX_USERS:
         raise BadRequest(f"Users must name from 1 to {MAX_USERS} user ids")
+    _check_ids(request.trace_id, user_ids=request.users)
     _check_request(request.message_configuration, request.template_configuration)
     get_application(session, app_id)
     enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
@@ -192,7 +236,7 @@ def accept_users_request(
         id=request_id, app_id=app_id, kind="users", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
-    return _persist(session, message_request, plan.rows)
+    return _persist(session, message_request, plan.rows, max_inflight)
 
 
 def check_address(channel_type: str, address: str) -> str | None:
@@ -207,8 +251,9 @@ def check_address(channel_type: str, address: str) -> str | None:
         if not is_e164(normalize_phone(address)):
             return f"'{address[:40]}' is not a phone number in E.164 form (+15555550100)"
         return None
-    if not address or len(address) > MAX_TOKEN or any(c.isspace() for c in address):
-        return "a device token must be 1 to 4096 characters with no spaces"
+    if (not address or len(address) > MAX_TOKEN or not address.isascii()
+            or any(c.isspace() for c in address)):
+        return f"a device token must be 1 to {MAX_TOKEN} ASCII characters with no spaces"
     return None
 
 
@@ -218,6 +263,7 @@ def accept_messages_request(
     request: wire.MessageRequest,
     payload: dict[str, Any],
     channels: ChannelCache,
+    max_inflight: int | None = None,
 ) -> Accepted:
     """SendMessages: the same plan for addresses and endpoint ids (one pipeline, two intakes)."""
     addresses = request.addresses or {}
@@ -227,6 +273,7 @@ def accept_messages_request(
         raise BadRequest(
             f"Addresses and Endpoints together must name from 1 to {MAX_RECIPIENTS} recipients"
         )
+    _check_ids(request.trace_id, endpoint_ids=endpoint_configs)
     for address, config in addresses.items():
         if config.channel_type is None:
             raise BadRequest(f"Addresses.{address[:60]}.ChannelType is required")
@@ -272,7 +319,7 @@ def accept_messages_request(
         id=request_id, app_id=app_id, kind="messages", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
-    return _persist(session, message_request, plan.rows)
+    return _persist(session, message_request, plan.rows, max_inflight)
 
 
 # --- reading outcomes ----------------------------------------------------------------------
