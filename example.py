@@ -3,10 +3,12 @@
 Run with `make run` going, and AWS_SHARED_CREDENTIALS_FILE=.herald/credentials AWS_PROFILE=herald.
 """
 
+import os
+
 import boto3
 
-pinpoint = boto3.client("pinpoint", endpoint_url="http://127.0.0.1:8080",
-                        region_name="us-east-1")
+pinpoint = boto3.client("pinpoint", region_name="us-east-1",
+                        endpoint_url=os.environ.get("HERALD_URL", "http://127.0.0.1:8080"))
 
 app_id = pinpoint.create_app(CreateApplicationRequest={"Name": "demo"})[
     "ApplicationResponse"]["Id"]
