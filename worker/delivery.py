@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import wire
@@ -215,7 +215,8 @@ async def _send_and_record(
             started = time.time()
             began = time.perf_counter()
             try:
-                outcome = await asyncio.wait_for(provider.send(message, channel), guard)
+                async with asyncio.timeout(guard):
+                    outcome = await provider.send(message, channel)
             except TimeoutError:
                 outcome = Outcome(DeliveryStatus.TIMEOUT, 504, "Provider did not answer in time")
             except Exception:
@@ -259,6 +260,32 @@ def _write(
         report = _record(runtime, session, rows, outcomes, created)
     runtime.notify(rows[0].request_id)
     return report
+
+
+# One statement for a whole flush on Postgres: the rows' new values travel as arrays.
+_UPDATE_FROM_ARRAYS = text("""
+UPDATE deliveries AS d SET
+    delivery_status = v.delivery_status, status_code = v.status_code,
+    status_message = v.status_message, message_id = v.message_id,
+    updated_token = v.updated_token, final = v.final, final_at = v.final_at,
+    next_attempt_at = v.next_attempt_at, lease_until = NULL, updated_at = v.updated_at
+FROM unnest(
+    CAST(:id AS bigint[]), CAST(:delivery_status AS varchar[]), CAST(:status_code AS int[]),
+    CAST(:status_message AS text[]), CAST(:message_id AS text[]),
+    CAST(:updated_token AS text[]), CAST(:final AS boolean[]), CAST(:final_at AS timestamptz[]),
+    CAST(:next_attempt_at AS timestamptz[]), CAST(:updated_at AS timestamptz[])
+) AS v(id, delivery_status, status_code, status_message, message_id, updated_token, final,
+       final_at, next_attempt_at, updated_at)
+WHERE d.id = v.id
+""")
+
+
+def _update_outcomes(session: Session, updates: list[dict[str, Any]]) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(Delivery), updates)  # executemany by primary key
+        return
+    columns = [key for key in updates[0] if key != "lease_until"]
+    session.execute(_UPDATE_FROM_ARRAYS, {c: [u[c] for u in updates] for c in columns})
 
 
 def _record(
@@ -322,7 +349,7 @@ def _record(
             provider=provider, provider_code=outcome.status_code, attempt=row.attempts,
             duration_ms=round(duration, 1), retry_in_s=round(delay, 2) if retry else None,
         )
-    session.execute(update(Delivery), updates)
+    _update_outcomes(session, updates)
     session.execute(insert(DeliveryAttempt), attempts)
     app_id = rows[0].app_id
     if deactivate:

@@ -26,7 +26,7 @@ client protocol subclassed because of traps measured here (DESIGN.md §7):
 - it matches responses to requests by the ``apns-id`` the server echoes and drops every header
   but that one: here responses are matched by HTTP/2 stream and keep their headers
   (``Retry-After``);
-- it has no timeout: every send runs under :func:`asyncio.wait_for`, and a send given up on
+- it has no timeout: every send runs under :func:`asyncio.timeout`, and a send given up on
   resets its stream and frees its slot;
 - it reads the host and port from class attributes (``APNS_SERVER``, ``APNS_PORT``):
   :func:`_protocol_for` makes a subclass per configured URL;
@@ -996,7 +996,9 @@ class ApnsProvider:
 
         timeout = self._settings.provider_timeout_s
         try:
-            response = await asyncio.wait_for(pooled.pool.send(request), timeout)
+            # asyncio.timeout, not wait_for: no extra task per send (measurable at 1,000s/s).
+            async with asyncio.timeout(timeout):
+                response = await pooled.pool.send(request)
         except TimeoutError:
             return push_failure(
                 channel_type=channel_type,
