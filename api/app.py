@@ -23,7 +23,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api import dashboard, errors, metrics
@@ -33,7 +32,7 @@ from worker import applications, channels, endpoints, sending, wire
 from worker.access_keys import KeyStore, Principal
 from worker.channels import ChannelCache
 from worker.config import Settings, get_settings
-from worker.db import session_factory
+from worker.db import ping, session_factory
 from worker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from worker.metrics import record_sync_wait
 from worker.notify import RedisListener, Waiters
@@ -450,21 +449,22 @@ def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> None:
 
 
 @router.post("/v1/apps/{app_id}/users-messages")
-async def send_users_messages(app_id: str, call: Authed) -> dict[str, Any]:
+async def send_users_messages(app_id: str, call: Authed) -> JSONResponse:
     request_id, results = await _send(
         call, app_id, wire.SendUsersMessageRequest, sending.accept_users_request,
         sending.users_results,
     )
-    return {"ApplicationId": app_id, "RequestId": request_id, "Result": results}
+    # A JSONResponse skips FastAPI's response-model pass over up to 1,500 results.
+    return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, "Result": results})
 
 
 @router.post("/v1/apps/{app_id}/messages")
-async def send_messages(app_id: str, call: Authed) -> dict[str, Any]:
+async def send_messages(app_id: str, call: Authed) -> JSONResponse:
     request_id, results = await _send(
         call, app_id, wire.MessageRequest, sending.accept_messages_request,
         sending.messages_results,
     )
-    return {"ApplicationId": app_id, "RequestId": request_id, **results}
+    return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, **results})
 
 
 @router.get("/v1/apps/{app_id}/users-messages/{request_id}")
@@ -500,8 +500,7 @@ def readyz(request: Request) -> JSONResponse:
     herald: Herald = request.app.state.herald
     problems = {}
     try:
-        with herald.sessions() as session:
-            session.execute(text("SELECT 1"))
+        ping(herald.sessions)
     except Exception as exc:
         problems["database"] = type(exc).__name__
     url = wakeup_url(herald.settings)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.fakes.adm import FakeAdm
+from tests.providers import (
+    channel_config,
+    drive,
+    provider_settings,
+    push_delivery,
+    push_status,
+    send_all,
+    send_one,
+    serve,
+)
 from worker.config import Settings
 from worker.providers.adm import (
     ADM_ERRORS,
@@ -27,13 +36,11 @@ REG_ID = "amzn1.adm-registration.v3.Y29tLmV4YW1wbGUuYXBwLzEyMzQ1Njc4OTA"
 
 @pytest.fixture
 def adm() -> Iterator[FakeAdm]:
-    with FakeAdm() as fake:
-        yield fake
-    assert not fake.crashes
+    yield from serve(FakeAdm())
 
 
 def settings_for(fake: FakeAdm, timeout: float = 2.0) -> Settings:
-    return Settings(adm_url=fake.base_url, provider_timeout_s=timeout)
+    return provider_settings(adm_url=fake.base_url, provider_timeout_s=timeout)
 
 
 def adm_channel(
@@ -45,46 +52,15 @@ def adm_channel(
         settings["ClientId"] = fake.client_id
     else:
         credentials["ClientId"] = fake.client_id
-    return ChannelConfig(
-        app_id="app-1", channel_type="ADM", enabled=True, settings=settings, credentials=credentials
-    )
+    return channel_config("ADM", settings=settings, credentials=credentials)
 
 
 def delivery(address: str = REG_ID, notification: PushNotification | None = None) -> Delivery:
-    return Delivery(
-        delivery_id="0d6c7c1e-54b3-4a8e-9d6f-3e1c6b1e2a10",
-        channel_type="ADM",
-        address=address,
-        content=notification or PushNotification(title="Hello", body="World"),
-    )
-
-
-def send_all(
-    provider: AdmProvider,
-    deliveries: Sequence[Delivery],
-    channel: ChannelConfig,
-    *,
-    concurrent: bool = False,
-) -> list[Outcome]:
-    async def scenario() -> list[Outcome]:
-        try:
-            if concurrent:
-                return list(await asyncio.gather(*(provider.send(d, channel) for d in deliveries)))
-            return [await provider.send(d, channel) for d in deliveries]
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(scenario())
-
-
-def send_one(provider: AdmProvider, d: Delivery, channel: ChannelConfig) -> Outcome:
-    return send_all(provider, [d], channel)[0]
+    return push_delivery("ADM", address, notification)
 
 
 def status_message(outcome: Outcome) -> dict[str, str]:
-    message: dict[str, str] = json.loads(outcome.status_message)
-    assert message["channelType"] == "ADM"
-    return message
+    return push_status(outcome, "ADM")
 
 
 # --- pure builder ---------------------------------------------------------------------------
@@ -313,17 +289,12 @@ def test_adm_errors_map_to_outcomes(
 
 
 def test_expired_token_is_refreshed_once_within_the_attempt(adm: FakeAdm) -> None:
-    provider = AdmProvider(settings_for(adm))
+    async def scenario(provider: AdmProvider) -> Outcome:
+        await provider.send(delivery(), adm_channel(adm))
+        adm.expire_token_once()
+        return await provider.send(delivery(), adm_channel(adm))
 
-    async def scenario() -> Outcome:
-        try:
-            await provider.send(delivery(), adm_channel(adm))
-            adm.expire_token_once()
-            return await provider.send(delivery(), adm_channel(adm))
-        finally:
-            await provider.aclose()
-
-    outcome = asyncio.run(scenario())
+    outcome = drive(AdmProvider(settings_for(adm)), scenario)
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     assert [s.headers["authorization"] for s in adm.sends()] == [
         "Bearer Atc|fake-1",
@@ -376,9 +347,7 @@ def test_token_refusal_is_permanent_and_names_the_credentials(adm: FakeAdm) -> N
 
 
 def test_missing_credentials_fail_without_a_request(adm: FakeAdm) -> None:
-    channel = ChannelConfig(
-        app_id="a", channel_type="ADM", enabled=True, credentials={"ClientId": "x"}
-    )
+    channel = channel_config("ADM", credentials={"ClientId": "x"})
     outcome = send_one(AdmProvider(settings_for(adm)), delivery(), channel)
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert "ClientSecret" in status_message(outcome)["errorMessage"]

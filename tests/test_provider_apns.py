@@ -10,8 +10,7 @@ import dataclasses
 import json
 import secrets
 import time
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +23,15 @@ from tests.fakes.apns import (
     Reply,
     make_client_cert,
     make_token_key,
+)
+from tests.providers import (
+    channel_config,
+    drive,
+    provider_settings,
+    push_delivery,
+    push_status,
+    send_all,
+    send_one,
 )
 from worker.config import Settings
 from worker.providers.apns import (
@@ -65,7 +73,7 @@ def fake(shared_fake: FakeApns) -> FakeApns:
 def settings_for(
     url: str, sandbox_url: str | None = None, *, fake: FakeApns, timeout: float = 3.0
 ) -> Settings:
-    return Settings(
+    return provider_settings(
         apns_url=url,
         apns_sandbox_url=sandbox_url or url,
         ca_bundle=fake.ca_path,
@@ -73,13 +81,16 @@ def settings_for(
     )
 
 
+def apns(fake: FakeApns) -> ApnsProvider:
+    """A provider that sends every channel to ``fake``."""
+    return ApnsProvider(settings_for(fake.url, fake=fake))
+
+
 def token_channel(
     channel_type: str = "APNS", *, key_pem: str = KEY_PEM, **settings: Any
 ) -> ChannelConfig:
-    return ChannelConfig(
-        app_id="app-1",
-        channel_type=channel_type,
-        enabled=True,
+    return channel_config(
+        channel_type,
         settings={
             "BundleId": BUNDLE,
             "TeamId": TEAM_ID,
@@ -101,42 +112,7 @@ def delivery(
     channel_type: str = "APNS",
     token: str | None = None,
 ) -> Delivery:
-    return Delivery(
-        delivery_id=str(uuid.uuid4()),
-        channel_type=channel_type,
-        address=token or device_token(),
-        content=content or PushNotification(title="Hello", body="World"),
-    )
-
-
-def send(
-    settings: Settings, channel: ChannelConfig, deliveries: Iterable[Delivery]
-) -> list[Outcome]:
-    async def go() -> list[Outcome]:
-        provider = ApnsProvider(settings)
-        try:
-            return [await provider.send(d, channel) for d in deliveries]
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(go())
-
-
-def send_one(settings: Settings, channel: ChannelConfig, item: Delivery) -> Outcome:
-    [outcome] = send(settings, channel, [item])
-    return outcome
-
-
-def status_message(outcome: Outcome) -> dict[str, str]:
-    document = json.loads(outcome.status_message)
-    assert set(document) == {
-        "errorMessage",
-        "channelType",
-        "pushProviderStatusCode",
-        "pushProviderError",
-        "pushProviderResponse",
-    }
-    return document  # type: ignore[no-any-return]
+    return push_delivery(channel_type, token or device_token(), content)
 
 
 # --- pure builders -------------------------------------------------------------------------
@@ -247,7 +223,7 @@ def test_token_auth_sends_what_apple_expects(fake: FakeApns) -> None:
     )
     item = delivery(notification, token=token)
     before = int(time.time())
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), item)
+    outcome = send_one(apns(fake), item, token_channel())
 
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     assert outcome.status_code == 200
@@ -278,17 +254,15 @@ def test_sandbox_channels_go_to_the_sandbox_url(fake: FakeApns) -> None:
         sandbox.register_token_key(KEY_ID, TEAM_ID, KEY_PEM)
         settings = settings_for(fake.url, sandbox.url, fake=fake)
         for channel_type in ("APNS_SANDBOX", "APNS_VOIP_SANDBOX"):
-            outcome = send_one(
-                settings, token_channel(channel_type), delivery(channel_type=channel_type)
-            )
+            item = delivery(channel_type=channel_type)
+            outcome = send_one(ApnsProvider(settings), item, token_channel(channel_type))
             assert outcome.status is DeliveryStatus.SUCCESSFUL
         assert len(sandbox.requests) == 2
         assert fake.requests == []
 
         for channel_type in ("APNS", "APNS_VOIP"):
-            outcome = send_one(
-                settings, token_channel(channel_type), delivery(channel_type=channel_type)
-            )
+            item = delivery(channel_type=channel_type)
+            outcome = send_one(ApnsProvider(settings), item, token_channel(channel_type))
             assert outcome.status is DeliveryStatus.SUCCESSFUL
         assert len(fake.requests) == 2
         assert len(sandbox.requests) == 2
@@ -297,7 +271,7 @@ def test_sandbox_channels_go_to_the_sandbox_url(fake: FakeApns) -> None:
 def test_voip_topic_push_type_and_larger_limit(fake: FakeApns) -> None:
     body = "v" * (PAYLOAD_LIMIT + 200)  # over 4 KB, within VoIP's 5 KB
     item = delivery(PushNotification(body=body), channel_type="APNS_VOIP")
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel("APNS_VOIP"), item)
+    outcome = send_one(apns(fake), item, token_channel("APNS_VOIP"))
     assert outcome.status is DeliveryStatus.SUCCESSFUL, outcome
     [request] = fake.requests
     assert request.headers["apns-topic"] == f"{BUNDLE}.voip"
@@ -305,16 +279,14 @@ def test_voip_topic_push_type_and_larger_limit(fake: FakeApns) -> None:
     assert request.payload["aps"]["alert"]["body"] == body
 
     # The same payload on a regular channel is over Apple's 4 KB.
-    outcome = send_one(
-        settings_for(fake.url, fake=fake), token_channel(), delivery(PushNotification(body=body))
-    )
+    outcome = send_one(apns(fake), delivery(PushNotification(body=body)), token_channel())
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert len(fake.requests) == 1
 
 
 def test_silent_push_is_a_background_notification(fake: FakeApns) -> None:
     notification = PushNotification(title="t", body="b", silent_push=True, data={"sync": "1"})
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     [request] = fake.requests
     assert request.headers["apns-push-type"] == "background"
@@ -327,7 +299,7 @@ def test_silent_push_is_a_background_notification(fake: FakeApns) -> None:
 
 def test_time_to_live_zero_is_expiration_zero(fake: FakeApns) -> None:
     notification = PushNotification(body="now or never", options={"TimeToLive": 0})
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     assert fake.requests[0].headers["apns-expiration"] == "0"
 
@@ -335,7 +307,7 @@ def test_time_to_live_zero_is_expiration_zero(fake: FakeApns) -> None:
 def test_raw_content_is_sent_byte_for_byte(fake: FakeApns) -> None:
     raw = '{ "aps" : {"alert": "Ünïcode"},\n  "custom": [1, 2.50] }'
     notification = PushNotification(title="ignored", raw_content=raw)
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     assert fake.requests[0].body == raw.encode()
 
@@ -343,34 +315,32 @@ def test_raw_content_is_sent_byte_for_byte(fake: FakeApns) -> None:
 @pytest.mark.parametrize("raw", ["[1, 2]", "not json", '"text"'])
 def test_raw_content_not_a_json_object_is_refused(fake: FakeApns, raw: str) -> None:
     notification = PushNotification(raw_content=raw)
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert outcome.status_code == 400
-    assert "RawContent" in status_message(outcome)["errorMessage"]
+    assert "RawContent" in push_status(outcome)["errorMessage"]
     assert fake.requests == []
 
 
 def test_payload_too_large_is_refused_before_sending(fake: FakeApns) -> None:
     notification = PushNotification(body="x" * PAYLOAD_LIMIT)
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert outcome.status_code == 413
-    assert status_message(outcome)["pushProviderError"] == "PayloadTooLarge"
+    assert push_status(outcome)["pushProviderError"] == "PayloadTooLarge"
     assert fake.requests == []
 
 
 def test_collapse_id_over_64_bytes_is_refused(fake: FakeApns) -> None:
     notification = PushNotification(body="x", options={"CollapseId": "é" * 33})  # 66 bytes
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(notification))
+    outcome = send_one(apns(fake), delivery(notification), token_channel())
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
-    assert status_message(outcome)["pushProviderError"] == "BadCollapseId"
+    assert push_status(outcome)["pushProviderError"] == "BadCollapseId"
     assert fake.requests == []
 
 
 def test_malformed_device_token_is_dead_without_asking(fake: FakeApns) -> None:
-    outcome = send_one(
-        settings_for(fake.url, fake=fake), token_channel(), delivery(token="../../3/device/x")
-    )
+    outcome = send_one(apns(fake), delivery(token="../../3/device/x"), token_channel())
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert outcome.deactivate_endpoint
     assert fake.requests == []
@@ -398,12 +368,12 @@ def test_apple_answers_map_to_outcomes(
 ) -> None:
     token = device_token()
     fake.script(token, [reply])
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(token=token))
+    outcome = send_one(apns(fake), delivery(token=token), token_channel())
     assert outcome.status is status
     assert outcome.status_code == reply.status
     assert outcome.deactivate_endpoint is deactivate
     assert outcome.retry_after is None
-    message = status_message(outcome)
+    message = push_status(outcome)
     assert message["channelType"] == "APNS"
     assert message["pushProviderStatusCode"] == str(reply.status)
     assert message["pushProviderError"] == reply.reason
@@ -413,14 +383,14 @@ def test_apple_answers_map_to_outcomes(
 def test_throttled_carries_retry_after(fake: FakeApns) -> None:
     token = device_token()
     fake.script(token, [Reply(429, "TooManyRequests", retry_after=7)])
-    outcome = send_one(settings_for(fake.url, fake=fake), token_channel(), delivery(token=token))
+    outcome = send_one(apns(fake), delivery(token=token), token_channel())
     assert outcome.status is DeliveryStatus.THROTTLED
     assert outcome.retry_after == 7.0
 
 
 def test_token_for_another_app_deactivates_the_endpoint(fake: FakeApns) -> None:
     channel = token_channel(BundleId="com.example.other")
-    outcome = send_one(settings_for(fake.url, fake=fake), channel, delivery())
+    outcome = send_one(apns(fake), delivery(), channel)
     assert fake.requests[0].reason == "DeviceTokenNotForTopic"
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert outcome.status_code == 400
@@ -430,15 +400,13 @@ def test_token_for_another_app_deactivates_the_endpoint(fake: FakeApns) -> None:
 def test_rejected_token_key_names_the_channel_credential(fake: FakeApns) -> None:
     # Same key id and team, but not the key Apple (the fake) knows: the signature fails.
     channel = token_channel("APNS_SANDBOX", key_pem=make_token_key())
-    outcome = send_one(
-        settings_for(fake.url, fake=fake), channel, delivery(channel_type="APNS_SANDBOX")
-    )
+    outcome = send_one(apns(fake), delivery(channel_type="APNS_SANDBOX"), channel)
     [request] = fake.requests
     assert request.jwt_header is not None and request.jwt_claims is None  # not verified
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert outcome.status_code == 403
     assert not outcome.deactivate_endpoint
-    assert status_message(outcome)["errorMessage"].startswith(
+    assert push_status(outcome)["errorMessage"].startswith(
         "APNs rejected the APNS_SANDBOX channel's token key: InvalidProviderToken"
     )
 
@@ -450,21 +418,17 @@ def test_no_answer_in_time_is_timeout_and_frees_the_stream() -> None:
         fake.register_token_key(KEY_ID, TEAM_ID, KEY_PEM)
         token = device_token()
         fake.script(token, [HANG])
-        settings = settings_for(fake.url, fake=fake, timeout=0.5)
 
-        async def go() -> tuple[Outcome, float, Outcome]:
-            provider = ApnsProvider(settings)
-            try:
-                await provider.send(delivery(), token_channel())  # connection up
-                started = time.monotonic()
-                hung = await provider.send(delivery(token=token), token_channel())
-                elapsed = time.monotonic() - started
-                after = await provider.send(delivery(), token_channel())
-                return hung, elapsed, after
-            finally:
-                await provider.aclose()
+        async def scenario(provider: ApnsProvider) -> tuple[Outcome, float, Outcome]:
+            await provider.send(delivery(), token_channel())  # connection up
+            started = time.monotonic()
+            hung = await provider.send(delivery(token=token), token_channel())
+            elapsed = time.monotonic() - started
+            after = await provider.send(delivery(), token_channel())
+            return hung, elapsed, after
 
-        hung, elapsed, after = asyncio.run(go())
+        provider = ApnsProvider(settings_for(fake.url, fake=fake, timeout=0.5))
+        hung, elapsed, after = drive(provider, scenario)
         assert hung.status is DeliveryStatus.TIMEOUT
         assert hung.status_code == 504
         assert 0.5 <= elapsed < 1.5
@@ -477,20 +441,18 @@ def test_server_down_is_temporary_failure() -> None:
     with FakeApns(BUNDLE) as fake:
         url = fake.url
     started = time.monotonic()
-    outcome = send_one(settings_for(url, fake=fake), token_channel(), delivery())
+    outcome = send_one(ApnsProvider(settings_for(url, fake=fake)), delivery(), token_channel())
     assert time.monotonic() - started < 2
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503
-    assert "Could not reach APNs" in status_message(outcome)["errorMessage"]
+    assert "Could not reach APNs" in push_status(outcome)["errorMessage"]
 
 
 def test_connection_closed_by_apns_is_temporary_and_reconnects(fake: FakeApns) -> None:
     token = device_token()
     fake.script(token, [SHUTDOWN])
-    outcomes = send(
-        settings_for(fake.url, fake=fake),
-        token_channel(),
-        [delivery(), delivery(token=token), delivery()],
+    outcomes = send_all(
+        apns(fake), [delivery(), delivery(token=token), delivery()], token_channel()
     )
     assert [o.status for o in outcomes] == [
         DeliveryStatus.SUCCESSFUL,
@@ -498,7 +460,7 @@ def test_connection_closed_by_apns_is_temporary_and_reconnects(fake: FakeApns) -
         DeliveryStatus.SUCCESSFUL,
     ]
     assert outcomes[1].status_code == 503
-    assert "Shutdown" in status_message(outcomes[1])["errorMessage"]
+    assert "Shutdown" in push_status(outcomes[1])["errorMessage"]
     first, closed, after = fake.requests
     assert first.connection == closed.connection
     assert after.connection == closed.connection + 1
@@ -507,10 +469,8 @@ def test_connection_closed_by_apns_is_temporary_and_reconnects(fake: FakeApns) -
 def test_retry_of_a_delivery_keeps_its_apns_id(fake: FakeApns) -> None:
     item = delivery()
     fake.script(item.address, [Reply(503, "ServiceUnavailable")])
-    first, second = send(
-        settings_for(fake.url, fake=fake),
-        token_channel(),
-        [item, dataclasses.replace(item, attempt=2)],
+    first, second = send_all(
+        apns(fake), [item, dataclasses.replace(item, attempt=2)], token_channel()
     )
     assert first.status is DeliveryStatus.TEMPORARY_FAILURE
     assert second.status is DeliveryStatus.SUCCESSFUL
@@ -533,24 +493,20 @@ def test_flow_control_credit_is_returned() -> None:
             return Reply(200) if request.token in alive else Reply(410, "Unregistered")
 
         fake.respond_with(answer)
-        settings = settings_for(fake.url, fake=fake, timeout=5.0)
         channel = token_channel()
 
-        async def go() -> list[Outcome]:
-            provider = ApnsProvider(settings)
+        async def scenario(provider: ApnsProvider) -> list[Outcome]:
             in_flight = asyncio.Semaphore(100)
 
             async def one(token: str) -> Outcome:
                 async with in_flight:
                     return await provider.send(delivery(token=token), channel)
 
-            try:
-                return await asyncio.gather(*(one(t) for t in tokens))
-            finally:
-                await provider.aclose()
+            return await asyncio.gather(*(one(t) for t in tokens))
 
+        provider = ApnsProvider(settings_for(fake.url, fake=fake, timeout=5.0))
         started = time.monotonic()
-        outcomes = asyncio.run(go())
+        outcomes = drive(provider, scenario)
         elapsed = time.monotonic() - started
 
     assert fake.response_bytes > 65_535
@@ -571,10 +527,8 @@ def test_small_peer_window_request_bodies_wait_for_credit() -> None:
         body = "w" * 3000
         # The first send opens the connection and lets the fake's SETTINGS arrive; the second
         # must then be cut to the 1,000-byte stream window and wait for WINDOW_UPDATEs.
-        warm_up, outcome = send(
-            settings_for(fake.url, fake=fake),
-            token_channel(),
-            [delivery(), delivery(PushNotification(body=body))],
+        warm_up, outcome = send_all(
+            apns(fake), [delivery(), delivery(PushNotification(body=body))], token_channel()
         )
         assert warm_up.status is DeliveryStatus.SUCCESSFUL
         assert outcome.status is DeliveryStatus.SUCCESSFUL, outcome
@@ -582,21 +536,14 @@ def test_small_peer_window_request_bodies_wait_for_credit() -> None:
 
 
 def test_one_pool_per_channel_configuration(fake: FakeApns) -> None:
-    settings = settings_for(fake.url, fake=fake)
     channel = token_channel()
+    updated = dataclasses.replace(channel, version=2)
 
-    async def go() -> list[Outcome]:
-        provider = ApnsProvider(settings)
-        try:
-            outcomes = [await provider.send(delivery(), channel) for _ in range(3)]
-            updated = dataclasses.replace(channel, version=2)
-            outcomes.append(await provider.send(delivery(), updated))
-            outcomes.append(await provider.send(delivery(), updated))
-            return outcomes
-        finally:
-            await provider.aclose()
+    async def scenario(provider: ApnsProvider) -> list[Outcome]:
+        outcomes = [await provider.send(delivery(), channel) for _ in range(3)]
+        return outcomes + [await provider.send(delivery(), updated) for _ in range(2)]
 
-    outcomes = asyncio.run(go())
+    outcomes = drive(apns(fake), scenario)
     assert {o.status for o in outcomes} == {DeliveryStatus.SUCCESSFUL}
     first = fake.requests[0].connection
     assert [r.connection for r in fake.requests] == [first] * 3 + [first + 1] * 2
@@ -606,10 +553,8 @@ def test_one_pool_per_channel_configuration(fake: FakeApns) -> None:
 
 
 def cert_channel(cert_pem: str, key_pem: str, **settings: Any) -> ChannelConfig:
-    return ChannelConfig(
-        app_id="app-1",
-        channel_type="APNS",
-        enabled=True,
+    return channel_config(
+        "APNS",
         settings={"DefaultAuthenticationMethod": "CERTIFICATE", **settings},
         credentials={"Certificate": cert_pem, "PrivateKey": key_pem},
     )
@@ -618,9 +563,7 @@ def cert_channel(cert_pem: str, key_pem: str, **settings: Any) -> ChannelConfig:
 def test_certificate_auth(fake: FakeApns) -> None:
     cert_pem, key_pem = make_client_cert(BUNDLE, fake.ca)
     # No BundleId: the topic comes from the certificate's UID, as Apple issues them.
-    outcome = send_one(
-        settings_for(fake.url, fake=fake), cert_channel(cert_pem, key_pem), delivery()
-    )
+    outcome = send_one(apns(fake), delivery(), cert_channel(cert_pem, key_pem))
     assert outcome.status is DeliveryStatus.SUCCESSFUL, outcome
     [request] = fake.requests
     assert "authorization" not in request.headers
@@ -642,7 +585,7 @@ def test_preferred_authentication_method_wins(fake: FakeApns) -> None:
         ),
         delivery(PushNotification(body="b")),
     ]
-    outcomes = send(settings_for(fake.url, fake=fake), channel, items)
+    outcomes = send_all(apns(fake), items, channel)
     assert [o.status for o in outcomes] == [DeliveryStatus.SUCCESSFUL] * 2
     by_cert, by_token = fake.requests
     assert "authorization" not in by_cert.headers and by_cert.client_cert
@@ -654,10 +597,7 @@ def test_preferred_authentication_method_wins(fake: FakeApns) -> None:
     [
         (token_channel(TeamId=""), "has no TeamId for token authentication"),
         (token_channel(key_pem="-----BEGIN PRIVATE KEY-----\nnope\n"), "TokenKey is not an APNs"),
-        (
-            ChannelConfig(app_id="a", channel_type="APNS", enabled=True),
-            "APNS channel has no credentials",
-        ),
+        (channel_config("APNS"), "APNS channel has no credentials"),
         (
             cert_channel(*make_client_cert(BUNDLE, days=-1)),
             "certificate expired",
@@ -672,7 +612,7 @@ def test_preferred_authentication_method_wins(fake: FakeApns) -> None:
 def test_unusable_credentials_are_refused_without_a_request(
     fake: FakeApns, channel: ChannelConfig, message: str
 ) -> None:
-    outcome = send_one(settings_for(fake.url, fake=fake), channel, delivery())
+    outcome = send_one(apns(fake), delivery(), channel)
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
-    assert message in status_message(outcome)["errorMessage"]
+    assert message in push_status(outcome)["errorMessage"]
     assert fake.requests == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -15,6 +14,14 @@ from hypothesis import strategies as st
 
 from tests.fakes import baidu as fake_baidu
 from tests.fakes.baidu import FakeBaidu
+from tests.providers import (
+    channel_config,
+    provider_settings,
+    push_delivery,
+    push_status,
+    send_one,
+    serve,
+)
 from worker.config import Settings
 from worker.providers.android import PayloadError
 from worker.providers.baidu import (
@@ -33,47 +40,25 @@ CHANNEL_ID = "3712345678901234567"
 
 @pytest.fixture
 def baidu() -> Iterator[FakeBaidu]:
-    with FakeBaidu() as fake:
-        yield fake
-    assert not fake.crashes
+    yield from serve(FakeBaidu())
 
 
 def settings_for(fake: FakeBaidu, *, path: str = "", timeout: float = 2.0) -> Settings:
-    return Settings(baidu_url=fake.base_url + path, provider_timeout_s=timeout)
+    return provider_settings(baidu_url=fake.base_url + path, provider_timeout_s=timeout)
 
 
 def baidu_channel(fake: FakeBaidu, *, secret: str | None = None) -> ChannelConfig:
-    return ChannelConfig(
-        app_id="app-1",
-        channel_type="BAIDU",
-        enabled=True,
-        credentials={"ApiKey": fake.api_key, "SecretKey": secret or fake.secret_key},
+    return channel_config(
+        "BAIDU", credentials={"ApiKey": fake.api_key, "SecretKey": secret or fake.secret_key}
     )
 
 
 def delivery(address: str = CHANNEL_ID, notification: PushNotification | None = None) -> Delivery:
-    return Delivery(
-        delivery_id="9f1d8a2e-7c7b-4a7e-8a43-52f0b3c9d001",
-        channel_type="BAIDU",
-        address=address,
-        content=notification or PushNotification(title="Hello", body="World"),
-    )
-
-
-def send_one(provider: BaiduProvider, d: Delivery, channel: ChannelConfig) -> Outcome:
-    async def scenario() -> Outcome:
-        try:
-            return await provider.send(d, channel)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(scenario())
+    return push_delivery("BAIDU", address, notification)
 
 
 def status_message(outcome: Outcome) -> dict[str, str]:
-    message: dict[str, str] = json.loads(outcome.status_message)
-    assert message["channelType"] == "BAIDU"
-    return message
+    return push_status(outcome, "BAIDU")
 
 
 # --- signature (pure) -----------------------------------------------------------------------
@@ -353,9 +338,7 @@ def test_baidu_errors_map_to_outcomes(
 
 
 def test_missing_credentials_fail_without_a_request(baidu: FakeBaidu) -> None:
-    channel = ChannelConfig(
-        app_id="a", channel_type="BAIDU", enabled=True, credentials={"ApiKey": "x"}
-    )
+    channel = channel_config("BAIDU", credentials={"ApiKey": "x"})
     outcome = send_one(BaiduProvider(settings_for(baidu)), delivery(), channel)
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert "SecretKey" in status_message(outcome)["errorMessage"]

@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.fakes.fcm import FakeFcm, make_service_account
 from tests.fakes.http import unused_port
+from tests.providers import (
+    channel_config,
+    drive,
+    provider_settings,
+    push_delivery,
+    push_status,
+    send_all,
+    send_one,
+    serve,
+)
 from worker.config import Settings
-from worker.providers.android import PayloadError, pinpoint_data
+from worker.providers.android import PayloadError
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.fcm import (
     FCM_ERRORS,
@@ -22,78 +32,33 @@ from worker.providers.fcm import (
     classify_fcm_response,
     fcm_payload_size,
 )
-from worker.providers.http import AccessTokenCache, parse_retry_after
 
 TOKEN = "fcm-token-0001"
 
 
 @pytest.fixture
 def fcm() -> Iterator[FakeFcm]:
-    with FakeFcm() as fake:
-        yield fake
-    assert not fake.crashes
+    yield from serve(FakeFcm())
 
 
 def settings_for(fake: FakeFcm, **overrides: Any) -> Settings:
-    return Settings(
-        fcm_url=fake.base_url, provider_timeout_s=overrides.pop("timeout", 2.0), **overrides
-    )
+    return provider_settings(fcm_url=fake.base_url, **overrides)
 
 
 def gcm_channel(service_account: dict[str, str] | None = None, **credentials: str) -> ChannelConfig:
     if service_account is not None:
         credentials["ServiceJson"] = json.dumps(service_account)
-    return ChannelConfig(
-        app_id="app-1",
-        channel_type="GCM",
-        enabled=True,
-        settings={"DefaultAuthenticationMethod": "TOKEN"},
-        credentials=credentials,
+    return channel_config(
+        "GCM", settings={"DefaultAuthenticationMethod": "TOKEN"}, credentials=credentials
     )
 
 
 def delivery(token: str = TOKEN, notification: PushNotification | None = None) -> Delivery:
-    return Delivery(
-        delivery_id="5b0f2b46-6f0b-4a57-9a56-0d5a3f6f0a01",
-        channel_type="GCM",
-        address=token,
-        content=notification or PushNotification(title="Hello", body="World"),
-    )
-
-
-def send_all(
-    provider: FcmProvider,
-    deliveries: Sequence[Delivery],
-    channel: ChannelConfig,
-    *,
-    concurrent: bool = False,
-) -> list[Outcome]:
-    async def scenario() -> list[Outcome]:
-        try:
-            if concurrent:
-                return list(await asyncio.gather(*(provider.send(d, channel) for d in deliveries)))
-            return [await provider.send(d, channel) for d in deliveries]
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(scenario())
-
-
-def send_one(provider: FcmProvider, d: Delivery, channel: ChannelConfig) -> Outcome:
-    return send_all(provider, [d], channel)[0]
+    return push_delivery("GCM", token, notification)
 
 
 def status_message(outcome: Outcome) -> dict[str, str]:
-    message: dict[str, str] = json.loads(outcome.status_message)
-    assert set(message) == {
-        "errorMessage",
-        "channelType",
-        "pushProviderStatusCode",
-        "pushProviderError",
-        "pushProviderResponse",
-    }
-    assert message["channelType"] == "GCM"
-    return message
+    return push_status(outcome, "GCM")
 
 
 # --- pure builders --------------------------------------------------------------------------
@@ -190,33 +155,6 @@ def test_ttl_zero_is_kept_and_long_ttl_is_capped_at_28_days() -> None:
     assert long["message"]["android"] == {"ttl": "2419200s"}
 
 
-@pytest.mark.parametrize(
-    ("action", "url", "expected"),
-    [
-        (None, None, {"pinpoint.openApp": "true"}),
-        ("OPEN_APP", "https://ignored.example", {"pinpoint.openApp": "true"}),
-        ("URL", "https://example.com/a", {"pinpoint.url": "https://example.com/a"}),
-        (
-            "DEEP_LINK",
-            "myapp://orders/42",
-            {"pinpoint.deeplink": "myapp://orders/42", "pinpoint.url": "myapp://orders/42"},
-        ),
-        ("URL", None, {"pinpoint.openApp": "true"}),
-    ],
-)
-def test_actions(action: str | None, url: str | None, expected: dict[str, str]) -> None:
-    data = pinpoint_data(PushNotification(action=action, url=url))
-    keys = {"pinpoint.openApp", "pinpoint.url", "pinpoint.deeplink"}
-    assert {k: v for k, v in data.items() if k in keys} == expected
-
-
-def test_pinpoint_keys_win_over_context_keys() -> None:
-    data = pinpoint_data(
-        PushNotification(title="real", context={"pinpoint.notification.title": "fake"})
-    )
-    assert data["pinpoint.notification.title"] == "real"
-
-
 def test_raw_content_with_message_is_verbatim_but_addressed_to_the_endpoint() -> None:
     raw = {
         "message": {"token": "someone-else", "notification": {"title": "Raw"}},
@@ -260,15 +198,6 @@ def test_payload_size_counts_data_and_notification_keys_and_values() -> None:
         "message": {"token": "t" * 500, "data": {"ab": "cdé"}, "notification": {"title": "xy"}}
     }
     assert fcm_payload_size(message) == 2 + 4 + 5 + 2
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("30") == 30.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    now = 1_700_000_000.0
-    assert parse_retry_after("Tue, 14 Nov 2023 22:15:00 GMT", now=now) == pytest.approx(100.0)
-    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0
 
 
 # --- classification (pure) -----------------------------------------------------------------
@@ -499,73 +428,30 @@ def test_concurrent_sends_trigger_one_refresh(fcm: FakeFcm) -> None:
 def test_token_is_refreshed_shortly_before_expiry() -> None:
     with FakeFcm(token_lifetime_s=1) as fake:
         account = fake.add_service_account()
-        provider = FcmProvider(settings_for(fake))
 
-        async def scenario() -> None:
-            try:
-                await provider.send(delivery("a"), gcm_channel(account))
-                await asyncio.sleep(0.6)  # past the lifetime minus its margin (half of 1 s)
-                await provider.send(delivery("b"), gcm_channel(account))
-            finally:
-                await provider.aclose()
+        async def scenario(provider: FcmProvider) -> None:
+            await provider.send(delivery("a"), gcm_channel(account))
+            await asyncio.sleep(0.6)  # past the lifetime minus its margin (half of 1 s)
+            await provider.send(delivery("b"), gcm_channel(account))
 
-        asyncio.run(scenario())
+        drive(FcmProvider(settings_for(fake)), scenario)
         auths = [s.headers["authorization"] for s in fake.sends()]
     assert auths == ["Bearer ya29.fake-1", "Bearer ya29.fake-2"]
-
-
-def test_token_cache_margin_and_refusal_memory() -> None:
-    now = [1000.0]
-    cache = AccessTokenCache(clock=lambda: now[0])
-    fetched: list[str] = []
-
-    async def fetch() -> tuple[str, float]:
-        fetched.append(f"tok-{len(fetched) + 1}")
-        return fetched[-1], 3600.0
-
-    refusal = Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, "refused")
-
-    async def refuse() -> Outcome:
-        fetched.append("refused")
-        return refusal
-
-    async def scenario() -> None:
-        assert await cache.get("k", fetch) == "tok-1"
-        now[0] += 3600 - 61  # a minute and a second before expiry: still fresh
-        assert await cache.get("k", fetch) == "tok-1"
-        now[0] += 2  # inside the last minute: refreshed
-        assert await cache.get("k", fetch) == "tok-2"
-        cache.invalidate("k", "tok-1")  # a stale rejection does not drop the new token
-        assert await cache.get("k", fetch) == "tok-2"
-        cache.invalidate("k", "tok-2")
-        assert await cache.get("k", fetch) == "tok-3"
-        assert await cache.get("other", refuse) is refusal
-        assert await cache.get("other", refuse) is refusal  # remembered
-        now[0] += AccessTokenCache.REFUSAL_TTL_S + 1
-        assert await cache.get("other", fetch) == "tok-5"
-
-    asyncio.run(scenario())
-    assert fetched == ["tok-1", "tok-2", "tok-3", "refused", "tok-5"]
 
 
 def test_tokens_are_cached_per_service_account(fcm: FakeFcm) -> None:
     first = fcm.add_service_account(project_id="p-one")
     second = fcm.add_service_account(project_id="p-two", key_slot=1)
-    provider = FcmProvider(settings_for(fcm))
 
-    async def scenario() -> None:
-        try:
-            for _ in range(2):
-                assert (
-                    await provider.send(delivery(), gcm_channel(first))
-                ).status is DeliveryStatus.SUCCESSFUL
-                assert (
-                    await provider.send(delivery(), gcm_channel(second))
-                ).status is DeliveryStatus.SUCCESSFUL
-        finally:
-            await provider.aclose()
+    async def scenario(provider: FcmProvider) -> list[Outcome]:
+        return [
+            await provider.send(delivery(), gcm_channel(account))
+            for _ in range(2)
+            for account in (first, second)
+        ]
 
-    asyncio.run(scenario())
+    outcomes = drive(FcmProvider(settings_for(fcm)), scenario)
+    assert [o.status for o in outcomes] == [DeliveryStatus.SUCCESSFUL] * 4
     assert fcm.token_issuances == 2
     assert [s.path for s in fcm.sends()] == [
         "/v1/projects/p-one/messages:send",
@@ -575,17 +461,13 @@ def test_tokens_are_cached_per_service_account(fcm: FakeFcm) -> None:
 
 def test_revoked_token_is_replaced_within_the_same_attempt(fcm: FakeFcm) -> None:
     account = fcm.add_service_account()
-    provider = FcmProvider(settings_for(fcm))
 
-    async def scenario() -> Outcome:
-        try:
-            await provider.send(delivery(), gcm_channel(account))
-            fcm.revoke_tokens()
-            return await provider.send(delivery(), gcm_channel(account))
-        finally:
-            await provider.aclose()
+    async def scenario(provider: FcmProvider) -> Outcome:
+        await provider.send(delivery(), gcm_channel(account))
+        fcm.revoke_tokens()
+        return await provider.send(delivery(), gcm_channel(account))
 
-    outcome = asyncio.run(scenario())
+    outcome = drive(FcmProvider(settings_for(fcm)), scenario)
     assert outcome.status is DeliveryStatus.SUCCESSFUL
     assert [s.headers["authorization"] for s in fcm.sends()] == [
         "Bearer ya29.fake-1",
@@ -598,15 +480,8 @@ def test_provider_survives_a_new_event_loop(fcm: FakeFcm) -> None:
     # A worker may run each task in its own asyncio.run(); the token outlives the loop.
     account = fcm.add_service_account()
     provider = FcmProvider(settings_for(fcm))
-
-    async def one_task() -> Outcome:
-        try:
-            return await provider.send(delivery(), gcm_channel(account))
-        finally:
-            await provider.aclose()
-
-    first = asyncio.run(one_task())
-    second = asyncio.run(one_task())
+    first = send_one(provider, delivery(), gcm_channel(account))
+    second = send_one(provider, delivery(), gcm_channel(account))
     assert first.status is second.status is DeliveryStatus.SUCCESSFUL
     assert fcm.token_issuances == 1
 
@@ -730,7 +605,7 @@ def test_send_that_hangs_is_a_timeout(fcm: FakeFcm) -> None:
     fcm.hang(TOKEN, 5)
     started = time.monotonic()
     outcome = send_one(
-        FcmProvider(settings_for(fcm, timeout=0.3)), delivery(), gcm_channel(account)
+        FcmProvider(settings_for(fcm, provider_timeout_s=0.3)), delivery(), gcm_channel(account)
     )
     assert time.monotonic() - started < 3
     assert outcome.status is DeliveryStatus.TIMEOUT
@@ -742,7 +617,7 @@ def test_token_endpoint_that_hangs_is_a_timeout(fcm: FakeFcm) -> None:
     account = fcm.add_service_account()
     fcm.delay_tokens(5)
     outcome = send_one(
-        FcmProvider(settings_for(fcm, timeout=0.3)), delivery(), gcm_channel(account)
+        FcmProvider(settings_for(fcm, provider_timeout_s=0.3)), delivery(), gcm_channel(account)
     )
     assert outcome.status is DeliveryStatus.TIMEOUT
     assert fcm.sends() == []
@@ -750,7 +625,7 @@ def test_token_endpoint_that_hangs_is_a_timeout(fcm: FakeFcm) -> None:
 
 def test_unreachable_fcm_is_a_temporary_failure(fcm: FakeFcm) -> None:
     account = fcm.add_service_account()  # the token endpoint answers; FCM itself is gone
-    settings = Settings(fcm_url=f"http://127.0.0.1:{unused_port()}", provider_timeout_s=2)
+    settings = provider_settings(fcm_url=f"http://127.0.0.1:{unused_port()}")
     outcome = send_one(FcmProvider(settings), delivery(), gcm_channel(account))
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503

@@ -11,8 +11,9 @@ import pytest
 
 from tests.fakes.http import unused_port
 from tests.fakes.smsc import FakeSmsc, gsm7_decode
+from tests.providers import channel_config, drive, provider_settings, send_all, sms_delivery
 from worker.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, SmsContent
+from worker.providers.base import Delivery, DeliveryStatus, Outcome
 from worker.providers.smpp import (
     DATA_CODING_GSM7,
     DATA_CODING_UCS2,
@@ -25,8 +26,7 @@ from worker.providers.smpp import (
 
 TO = "+447700900000"
 TO_DIGITS = TO[1:]
-FROM = "+15550001111"
-CHANNEL = ChannelConfig(app_id="app", channel_type="SMS", enabled=True)
+CHANNEL = channel_config("SMS")
 
 
 @pytest.fixture
@@ -36,33 +36,15 @@ def smsc() -> Iterator[FakeSmsc]:
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "sms_transport": "smpp",
-        "smpp_url": url,
-        "provider_timeout_s": 2.0,
-    } | overrides
-    return Settings(**values)
-
-
-_ids = iter(range(1_000_000))
+    return provider_settings(sms_transport="smpp", smpp_url=url, **overrides)
 
 
 def sms(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
-    content.setdefault("origination_number", FROM)
-    return Delivery(f"delivery-{next(_ids)}", "SMS", to, SmsContent(body=body, **content))
+    return sms_delivery(to, body, **content)
 
 
 def send(settings: Settings, *deliveries: Delivery, concurrently: bool = False) -> list[Outcome]:
-    async def main() -> list[Outcome]:
-        provider = SmppSmsProvider(settings)
-        try:
-            if concurrently:
-                return list(await asyncio.gather(*(provider.send(d, CHANNEL) for d in deliveries)))
-            return [await provider.send(d, CHANNEL) for d in deliveries]
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(main())
+    return send_all(SmppSmsProvider(settings), deliveries, CHANNEL, concurrent=concurrently)
 
 
 # --- delivery ------------------------------------------------------------------------------
@@ -157,15 +139,13 @@ def test_source_address_kinds(
 
 def test_sender_falls_back_to_channel_then_default(smsc: FakeSmsc) -> None:
     settings = settings_for(smsc.url, default_origination_number="+15550000009")
+    channel = channel_config("SMS", settings={"SenderId": "AppName"})
 
-    async def main() -> None:
-        provider = SmppSmsProvider(settings)
-        channel = ChannelConfig("app", "SMS", True, settings={"SenderId": "AppName"})
+    async def scenario(provider: SmppSmsProvider) -> None:
         await provider.send(sms(origination_number=None), channel)
         await provider.send(sms(origination_number=None), CHANNEL)
-        await provider.aclose()
 
-    asyncio.run(main())
+    drive(SmppSmsProvider(settings), scenario)
     assert [s.source_addr for s in smsc.submits] == ["AppName", "15550000009"]
 
 
@@ -303,35 +283,27 @@ def test_sends_queued_past_their_deadline_are_not_submitted(smsc: FakeSmsc) -> N
 
 
 def test_a_dropped_session_is_rebound(smsc: FakeSmsc) -> None:
-    settings = settings_for(smsc.url)
-
-    async def main() -> list[Outcome]:
-        provider = SmppSmsProvider(settings)
+    async def scenario(provider: SmppSmsProvider) -> list[Outcome]:
         first = await provider.send(sms("one"), CHANNEL)
         smsc.drop_connections()
         await asyncio.sleep(0.05)
         second = await provider.send(sms("two"), CHANNEL)
-        await provider.aclose()
         return [first, second]
 
-    outcomes = asyncio.run(main())
+    outcomes = drive(SmppSmsProvider(settings_for(smsc.url)), scenario)
     assert [o.status for o in outcomes] == [DeliveryStatus.SUCCESSFUL] * 2
     assert len(smsc.binds) == 2
     assert smsc.texts(TO_DIGITS) == ["one", "two"]
 
 
 def test_enquire_link_from_the_smsc_is_answered(smsc: FakeSmsc) -> None:
-    settings = settings_for(smsc.url)
-
-    async def main() -> None:
-        provider = SmppSmsProvider(settings)
+    async def scenario(provider: SmppSmsProvider) -> None:
         await provider.send(sms("one"), CHANNEL)
         assert smsc.send_enquire_link() == 1
         await asyncio.sleep(0.05)
         await provider.send(sms("two"), CHANNEL)
-        await provider.aclose()
 
-    asyncio.run(main())
+    drive(SmppSmsProvider(settings_for(smsc.url)), scenario)
     received = smsc.received
     assert received.index("enquire_link_resp") < len(received) - 2
     assert received[received.index("enquire_link_resp") + 1] == "submit_sm"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,15 +12,18 @@ import pytest
 from tests.fakes.http import unused_port
 from tests.fakes.tls import make_tls_files
 from tests.fakes.twilio import FakeTwilio
-from worker.config import ConfigError, Settings
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    SmsContent,
-    VoiceContent,
+from tests.providers import (
+    SENDER,
+    channel_config,
+    provider_settings,
+    send_all,
+    send_one,
+    serve,
+    sms_delivery,
+    voice_delivery,
 )
+from worker.config import ConfigError, Settings
+from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
 from worker.providers.twilio import (
     TwilioSmsProvider,
     TwilioVoiceProvider,
@@ -31,59 +33,41 @@ from worker.providers.twilio import (
 )
 
 TO = "+15557654321"
-FROM = "+15550001111"
-SMS_CHANNEL = ChannelConfig(app_id="app", channel_type="SMS", enabled=True)
-VOICE_CHANNEL = ChannelConfig(app_id="app", channel_type="VOICE", enabled=True)
+FROM = SENDER
+SMS_CHANNEL = channel_config("SMS")
+VOICE_CHANNEL = channel_config("VOICE")
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeTwilio]:
-    with FakeTwilio() as server:
-        yield server
+    yield from serve(FakeTwilio())
 
 
 def settings_for(fake: FakeTwilio, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
+    account = {
         "twilio_url": fake.url,
         "twilio_account_sid": fake.account_sid,
         "twilio_auth_token": fake.auth_token,
-        "provider_timeout_s": 2.0,
-    } | overrides
-    return Settings(**values)
+    }
+    return provider_settings(**(account | overrides))
 
 
 def sms(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
-    content.setdefault("origination_number", FROM)
-    return Delivery("d-1", "SMS", to, SmsContent(body=body, **content))
+    return sms_delivery(to, body, **content)
 
 
 def voice(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
-    content.setdefault("origination_number", FROM)
-    return Delivery("d-2", "VOICE", to, VoiceContent(body=body, **content))
+    return voice_delivery(to, body, **content)
 
 
 def send_sms(
     settings: Settings, *deliveries: Delivery, channel: ChannelConfig = SMS_CHANNEL
 ) -> list[Outcome]:
-    async def main() -> list[Outcome]:
-        provider = TwilioSmsProvider(settings)
-        try:
-            return [await provider.send(d, channel) for d in deliveries]
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(main())
+    return send_all(TwilioSmsProvider(settings), deliveries, channel)
 
 
 def send_voice(settings: Settings, delivery: Delivery) -> Outcome:
-    async def main() -> Outcome:
-        provider = TwilioVoiceProvider(settings)
-        try:
-            return await provider.send(delivery, VOICE_CHANNEL)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(main())
+    return send_one(TwilioVoiceProvider(settings), delivery, VOICE_CHANNEL)
 
 
 # --- SMS -----------------------------------------------------------------------------------
@@ -136,7 +120,7 @@ def test_sender_fallback_order(
     default: str,
     expected: str,
 ) -> None:
-    channel = ChannelConfig("app", "SMS", True, settings=channel_settings)
+    channel = channel_config("SMS", settings=channel_settings)
     [outcome] = send_sms(
         settings_for(fake, default_origination_number=default), sms(**content), channel=channel
     )
@@ -230,11 +214,10 @@ def test_no_answer_in_time_is_timeout(fake: FakeTwilio) -> None:
 
 
 def test_connection_refused_is_temporary() -> None:
-    settings = Settings(
+    settings = provider_settings(
         twilio_url=f"http://127.0.0.1:{unused_port()}",
         twilio_account_sid="AC" + "0" * 32,
         twilio_auth_token="t",
-        provider_timeout_s=2.0,
     )
     [outcome] = send_sms(settings, sms())
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
@@ -256,15 +239,8 @@ def test_https_trusts_the_ca_bundle_and_nothing_else() -> None:
 
 def test_a_closed_provider_can_send_again_on_another_event_loop(fake: FakeTwilio) -> None:
     provider = TwilioSmsProvider(settings_for(fake))
-
-    async def send_then_close() -> Outcome:
-        try:
-            return await provider.send(sms(), SMS_CHANNEL)
-        finally:
-            await provider.aclose()
-
-    first = asyncio.run(send_then_close())
-    second = asyncio.run(send_then_close())
+    first = send_one(provider, sms(), SMS_CHANNEL)
+    second = send_one(provider, sms(), SMS_CHANNEL)
     assert first.status is second.status is DeliveryStatus.SUCCESSFUL
     assert len(fake.messages) == 2
 

@@ -98,10 +98,16 @@ def _check_gcm(values: dict[str, Any]) -> None:
             account = json.loads(service_json)
         except ValueError:
             raise BadRequest("ServiceJson is not valid JSON") from None
+        members = ("project_id", "private_key", "client_email", "token_uri")
         if not isinstance(account, dict) or not all(
-            account.get(k) for k in ("project_id", "private_key", "client_email")
+            isinstance(account.get(k), str) and account[k] for k in members
         ):
-            raise BadRequest("ServiceJson must have project_id, private_key and client_email")
+            raise BadRequest("ServiceJson must have project_id, private_key, client_email and "
+                             "token_uri")
+        try:
+            load_pem_private_key(account["private_key"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise BadRequest("ServiceJson's private_key is not a PEM private key") from None
 
 
 def _check_email(values: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
@@ -52,3 +52,9 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error."""
     with session_factory(settings)() as session, session.begin():
         yield session
+
+
+def ping(sessions: sessionmaker[Session]) -> None:
+    """Raise unless the database answers a query."""
+    with sessions() as session:
+        session.execute(text("SELECT 1"))

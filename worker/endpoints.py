@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from worker import wire
@@ -267,6 +267,3 @@ def endpoints_of_users(
         found.setdefault(endpoint.user_id, []).append(endpoint)
     return found
 
-
-def count_endpoints(session: Session, app_id: str) -> int:
-    return session.scalar(select(func.count()).where(Endpoint.app_id == app_id)) or 0

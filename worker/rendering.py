@@ -48,7 +48,6 @@ _COMMON_PUSH_MEMBERS = {
 }
 _VARIABLE = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _EMAIL = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+\.[^@\s<>\"(),;:\\\[\]]+$")
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
 class RenderError(ValueError):
@@ -72,10 +71,6 @@ def normalize_phone(address: str) -> str:
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     return compact
-
-
-def is_e164(address: str) -> bool:
-    return bool(_E164.fullmatch(address))
 
 
 def dedup_key(channel_type: str, address: str) -> tuple[str, str]:

@@ -25,11 +25,11 @@ from worker.endpoints import MAX_ENDPOINT_ID, MAX_USER_ID, endpoints_of_users
 from worker.errors import BadRequest, NotFound, TooManyRequests
 from worker.models import Delivery, Endpoint, MessageRequest
 from worker.providers.base import DeliveryStatus
+from worker.providers.phone import is_e164
 from worker.rendering import (
     check_email_address,
     dedup_key,
     has_message,
-    is_e164,
     normalize_phone,
 )
 

@@ -34,8 +34,8 @@ client protocol subclassed because of traps measured here (DESIGN.md §7):
   form): the PEM text is written to a private (0600) temporary file only for the moment
   ``load_cert_chain`` reads it (:func:`_tls_context`).
 
-When APNs never answered there is no HTTP status; as every HTTP adapter does
-(:mod:`worker.providers.http`), Herald reports 503 when the connection failed or was lost and
+When APNs never answered there is no HTTP status; as every adapter does
+(:mod:`worker.providers.base`), Herald reports 503 when the connection failed or was lost and
 504 when no answer came in time.
 """
 
@@ -85,6 +85,8 @@ from h2.exceptions import ProtocolError
 
 from worker.config import Settings
 from worker.providers.base import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
     ChannelConfig,
     Delivery,
     DeliveryStatus,
@@ -93,8 +95,6 @@ from worker.providers.base import (
     push_failure,
 )
 from worker.providers.http import (
-    NO_ANSWER_STATUS,
-    NO_CONNECTION_STATUS,
     excerpt,
     json_or_none,
     provider_tls_context,

@@ -36,6 +36,11 @@ RETRYABLE = frozenset(
     {DeliveryStatus.TEMPORARY_FAILURE, DeliveryStatus.THROTTLED, DeliveryStatus.TIMEOUT}
 )
 
+# StatusCode when the provider gave no answer at all (there is no provider status to report),
+# whatever its protocol: what an HTTP gateway would say in our place.
+NO_CONNECTION_STATUS = 503
+NO_ANSWER_STATUS = 504
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -1,12 +1,11 @@
 """What the HTTP adapters share: reading answers, trusting servers, and the HTTP push plumbing.
 
-Every adapter that speaks HTTP (APNs, FCM, ADM, Baidu, Twilio) uses the first half: the
-``StatusCode`` Herald reports when no answer came, provider TLS trust, ``Retry-After``, the
-JSON body of an answer. The second half is the FCM, ADM and Baidu adapters' common ground:
-:class:`HttpPushProvider` (one pooled ``httpx.AsyncClient`` per event loop, each send bounded by
-``HERALD_PROVIDER_TIMEOUT_S``), :class:`AccessTokenCache` for OAuth access tokens and
-:func:`token_answer` for a token endpoint's reply, and :class:`Rule`, the row of their outcome
-tables that makes the outcome of an answer.
+Every adapter that speaks HTTP (APNs, FCM, ADM, Baidu, Twilio) uses the first half: provider
+TLS trust, ``Retry-After``, the JSON body of an answer. The second half is the FCM, ADM and
+Baidu adapters' common ground: :class:`HttpPushProvider` (one pooled ``httpx.AsyncClient`` per
+event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`AccessTokenCache` for
+OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and :class:`Rule`,
+the row of their outcome tables that makes the outcome of an answer.
 
 None of the clients retries on its own: every retry decision belongs to Herald's policy
 (DESIGN §7).
@@ -29,17 +28,14 @@ import httpx
 
 from worker.config import Settings
 from worker.providers.base import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
     Delivery,
     DeliveryStatus,
     Outcome,
     PushNotification,
     push_failure,
 )
-
-# StatusCode when the provider gave no HTTP answer at all (there is no provider status to
-# report): what an HTTP gateway would say in our place.
-NO_CONNECTION_STATUS = 503
-NO_ANSWER_STATUS = 504
 
 _EXCERPT = 1000
 

@@ -18,7 +18,7 @@ from worker.providers.base import (
     VoiceContent,
 )
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ASCII digits only: \d admits other scripts
 
 Content = TypeVar("Content", SmsContent, VoiceContent)
 

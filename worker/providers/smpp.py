@@ -42,7 +42,14 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from worker.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome
+from worker.providers.base import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+)
 from worker.providers.phone import is_e164, refused, sms_route
 
 DEFAULT_PORT = 2775
@@ -225,7 +232,7 @@ def status_outcome(command_status: int, context: str = "") -> Outcome:
 def _no_answer(timeout_s: float, what: str) -> Outcome:
     return Outcome(
         status=DeliveryStatus.TIMEOUT,
-        status_code=504,
+        status_code=NO_ANSWER_STATUS,
         status_message=f"SMSC {what} within {timeout_s:g}s",
     )
 
@@ -304,7 +311,7 @@ class _SmppSession:
             return _with_id(
                 Outcome(
                     status=_TEMP,
-                    status_code=503,
+                    status_code=NO_CONNECTION_STATUS,
                     status_message=f"SMPP connection to {self.host}:{self.port} failed: {detail}",
                 ),
                 first_id,

@@ -17,10 +17,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 
 from worker.config import Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, EmailContent, Outcome
+from worker.providers.base import (
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    EmailContent,
+    Outcome,
+)
 from worker.rendering import check_email_address
 
 POOL_SIZE = 8
+_NO_ANSWER = Outcome(DeliveryStatus.TIMEOUT, NO_ANSWER_STATUS, "SMTP server did not answer in time")
+
+
+def _no_connection(what: str, exc: Exception) -> Outcome:
+    return Outcome(
+        DeliveryStatus.TEMPORARY_FAILURE, NO_CONNECTION_STATUS, f"SMTP connection {what}: {exc}"
+    )
 
 
 def _status_for(code: int) -> DeliveryStatus:
@@ -148,11 +163,11 @@ class SmtpProvider:
         try:
             client = await asyncio.wait_for(self._acquire(), self._timeout)
         except (TimeoutError, aiosmtplib.SMTPTimeoutError):
-            return Outcome(DeliveryStatus.TIMEOUT, 408, "SMTP server did not answer in time")
+            return _NO_ANSWER
         except aiosmtplib.SMTPResponseException as exc:
             return Outcome(_status_for(exc.code), exc.code, f"SMTP: {exc.message}")
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return Outcome(DeliveryStatus.TEMPORARY_FAILURE, 503, f"SMTP connection failed: {exc}")
+            return _no_connection("failed", exc)
         reusable = True
         try:
             if isinstance(mime, bytes):
@@ -168,13 +183,13 @@ class SmtpProvider:
             return Outcome(_status_for(refusal.code), refusal.code, f"SMTP: {refusal.message}")
         except aiosmtplib.SMTPTimeoutError:
             reusable = False
-            return Outcome(DeliveryStatus.TIMEOUT, 408, "SMTP server did not answer in time")
+            return _NO_ANSWER
         except aiosmtplib.SMTPResponseException as exc:
             reusable = exc.code < 500 and exc.code not in (421,)
             return Outcome(_status_for(exc.code), exc.code, f"SMTP: {exc.message}")
         except (aiosmtplib.SMTPException, OSError) as exc:
             reusable = False
-            return Outcome(DeliveryStatus.TEMPORARY_FAILURE, 503, f"SMTP connection lost: {exc}")
+            return _no_connection("lost", exc)
         finally:
             self._release(client, reusable=reusable)
         code = int(response.split(" ", 1)[0]) if response[:3].isdigit() else 250

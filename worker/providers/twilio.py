@@ -29,14 +29,16 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from worker.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
-from worker.providers.http import (
+from worker.providers.base import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
-    json_or_none,
-    provider_tls_context,
-    retry_after_seconds,
+    ChannelConfig,
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    VoiceContent,
 )
+from worker.providers.http import json_or_none, provider_tls_context, retry_after_seconds
 from worker.providers.phone import phone_delivery, refused, sms_route
 
 # --- TwiML ---------------------------------------------------------------------------------
