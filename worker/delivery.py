@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import Row, and_, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import wire
@@ -104,9 +104,17 @@ class Runtime:
     lease_s: float = 60.0
 
 
-def _claim(session: Session, ids: list[int], lease_s: float) -> list[Delivery]:
+# What a worker needs of a claimed row, as a plain row rather than an ORM object.
+_CLAIMED = (
+    Delivery.id, Delivery.request_id, Delivery.app_id, Delivery.recipient, Delivery.user_id,
+    Delivery.endpoint_id, Delivery.channel_type, Delivery.address, Delivery.attempts,
+)
+Claimed = Row[*tuple[Any, ...]]
+
+
+def _claim(session: Session, ids: list[int], lease_s: float) -> list[Claimed]:
     now = utcnow()
-    claimed = session.scalars(
+    claimed = session.execute(
         update(Delivery)
         .where(
             Delivery.id.in_(ids),
@@ -119,12 +127,12 @@ def _claim(session: Session, ids: list[int], lease_s: float) -> list[Delivery]:
             attempts=Delivery.attempts + 1,
             updated_at=now,
         )
-        .returning(Delivery)
+        .returning(*_CLAIMED)
     )
-    return list(claimed)
+    return list(claimed.all())
 
 
-def _overrides(payload: Any, row: Delivery) -> wire.EndpointSendConfiguration | None:
+def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | None:
     if isinstance(payload, wire.SendUsersMessageRequest):
         return payload.users.get(row.user_id or "")
     if row.endpoint_id is not None:
@@ -133,7 +141,7 @@ def _overrides(payload: Any, row: Delivery) -> wire.EndpointSendConfiguration | 
 
 
 def _prepare(
-    runtime: Runtime, session: Session, rows: list[Delivery]
+    runtime: Runtime, session: Session, rows: list[Claimed]
 ) -> dict[int, tuple[Message, ChannelConfig] | Outcome]:
     """Render every claimed row: a message to send, or a final outcome."""
     prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = {}
@@ -195,7 +203,7 @@ def _prepare(
 
 async def _send_and_record(
     runtime: Runtime,
-    rows: dict[int, Delivery],
+    rows: dict[int, Claimed],
     work: dict[int, tuple[Message, ChannelConfig]],
     created: datetime | None,
 ) -> BatchReport:
@@ -252,7 +260,7 @@ async def _send_and_record(
 
 def _write(
     runtime: Runtime,
-    rows: list[Delivery],
+    rows: list[Claimed],
     outcomes: dict[int, tuple[Outcome, str, float, float]],
     created: datetime | None,
 ) -> BatchReport:
@@ -291,7 +299,7 @@ def _update_outcomes(session: Session, updates: list[dict[str, Any]]) -> None:
 def _record(
     runtime: Runtime,
     session: Session,
-    rows: list[Delivery],
+    rows: list[Claimed],
     outcomes: dict[int, tuple[Outcome, str, float, float]],
     request_created: datetime | None,
 ) -> BatchReport:
