@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 from api import dashboard, errors, metrics
 from api.ratelimit import RateLimiter, build_rate_limiter
 from api.sigv4 import SignatureError, verify
-from worker import applications, channels, endpoints, sending, wire
+from worker import applications, channels, endpoints, health, sending, wire
 from worker.access_keys import KeyStore, Principal
 from worker.channels import ChannelCache
 from worker.config import Settings, get_settings
-from worker.db import ping, session_factory
+from worker.db import session_factory
 from worker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from worker.metrics import record_sync_wait
 from worker.notify import RedisListener, Waiters
@@ -201,8 +201,9 @@ async def authenticated(request: Request) -> Call:
     call = Call(herald=herald, principal=principal, body=body, request_id=rid)
     if any("\x00" in str(value) for value in request.path_params.values()):
         raise BadRequest("A path parameter contains a NUL character")
-    # Every signed call spends a token: app-scoped operations from the app's bucket (after
-    # the scope check, so no key spends another app's), the others from the key's own.
+    # Every route with an {app_id} is authorised here, once. Every signed call spends a token:
+    # app-scoped operations from the app's bucket (after the scope check, so no key spends
+    # another app's), the others from the key's own.
     app_id = request.path_params.get("app_id")
     if app_id is not None:
         call.authorize(app_id)
@@ -242,11 +243,7 @@ def get_apps(
             session, request.query_params.get("page-size"), request.query_params.get("token"),
             call.principal.app_ids,
         )
-        items = [
-            applications.application_response(a, call.herald.settings.region)
-            for a in apps
-            if call.principal.may_use(a.id)
-        ]
+        items = [applications.application_response(a, call.herald.settings.region) for a in apps]
     response: dict[str, Any] = {"Item": items}
     if token:
         response["NextToken"] = token
@@ -255,7 +252,6 @@ def get_apps(
 
 @router.get("/v1/apps/{app_id}")
 def get_app(app_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         app = applications.get_application(session, app_id)
         return applications.application_response(app, call.herald.settings.region)
@@ -263,7 +259,6 @@ def get_app(app_id: str, call: Authed) -> dict[str, Any]:
 
 @router.delete("/v1/apps/{app_id}")
 def delete_app(app_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         app = applications.delete_application(session, app_id)
         response = applications.application_response(app, call.herald.settings.region)
@@ -278,7 +273,6 @@ def delete_app(app_id: str, call: Authed) -> dict[str, Any]:
 def update_endpoint(
     app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
-    call.authorize(app_id)
     request, _ = call.parse(wire.EndpointRequest)
     with call.herald.transaction() as session:
         endpoints.upsert_endpoints(session, app_id, [(endpoint_id, request)])
@@ -287,7 +281,6 @@ def update_endpoint(
 
 @router.put("/v1/apps/{app_id}/endpoints", status_code=202)
 def update_endpoints_batch(app_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     request, _ = call.parse(wire.EndpointBatchRequest)
     if not 1 <= len(request.item) <= endpoints.MAX_BATCH_ITEMS:
         raise BadRequest(f"Item must hold from 1 to {endpoints.MAX_BATCH_ITEMS} endpoints")
@@ -305,7 +298,6 @@ def update_endpoints_batch(app_id: str, call: Authed) -> dict[str, Any]:
 def get_endpoint(
     app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         return endpoints.endpoint_response(endpoints.get_endpoint(session, app_id, endpoint_id))
 
@@ -314,7 +306,6 @@ def get_endpoint(
 def delete_endpoint(
     app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         endpoint = endpoints.delete_endpoint(session, app_id, endpoint_id)
         return endpoints.endpoint_response(endpoint)
@@ -324,7 +315,6 @@ def delete_endpoint(
 def get_user_endpoints(
     app_id: str, user_id: str, call: Authed
 ) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         found = endpoints.user_endpoints(session, app_id, user_id)
         return {"Item": [endpoints.endpoint_response(e) for e in found]}
@@ -334,7 +324,6 @@ def get_user_endpoints(
 def delete_user_endpoints(
     app_id: str, user_id: str, call: Authed
 ) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         found = endpoints.delete_user_endpoints(session, app_id, user_id)
         return {"Item": [endpoints.endpoint_response(e) for e in found]}
@@ -349,7 +338,6 @@ def _channel_response(channel: Any) -> dict[str, Any]:
 
 @router.get("/v1/apps/{app_id}/channels")
 def get_channels(app_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         found = channels.list_channels(session, app_id)
         return {"Channels": {c.channel_type: _channel_response(c) for c in found}}
@@ -358,7 +346,6 @@ def get_channels(app_id: str, call: Authed) -> dict[str, Any]:
 @router.put("/v1/apps/{app_id}/channels/{kind}")
 def update_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
-    call.authorize(app_id)
     body = call.json()
     with call.herald.transaction() as session:
         response = _channel_response(channels.update_channel(session, app_id, kind, body))
@@ -369,7 +356,6 @@ def update_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
 @router.get("/v1/apps/{app_id}/channels/{kind}")
 def get_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         return _channel_response(channels.get_channel(session, app_id, kind))
 
@@ -377,7 +363,6 @@ def get_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
 @router.delete("/v1/apps/{app_id}/channels/{kind}")
 def delete_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         channel = channels.delete_channel(session, app_id, kind)
         response = channels.channel_response(channel, secrets_present=frozenset())
@@ -421,7 +406,6 @@ async def _send(
     """Both send operations: validate, persist, enqueue after commit, wait, answer."""
     herald = call.herald
     started = time.monotonic()
-    call.authorize(app_id)
     request, payload = call.parse(model)
 
     def persist() -> sending.Accepted:
@@ -469,7 +453,6 @@ async def send_messages(app_id: str, call: Authed) -> JSONResponse:
 
 @router.get("/v1/apps/{app_id}/users-messages/{request_id}")
 def get_users_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         sending.get_request(session, app_id, request_id, kind="users")
         results = sending.users_results(session, request_id, extended=True)
@@ -478,7 +461,6 @@ def get_users_messages(app_id: str, request_id: str, call: Authed) -> dict[str, 
 
 @router.get("/v1/apps/{app_id}/messages/{request_id}")
 def get_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
-    call.authorize(app_id)
     with call.herald.transaction() as session:
         sending.get_request(session, app_id, request_id, kind="messages")
         results = sending.messages_results(session, request_id, extended=True)
@@ -498,19 +480,7 @@ def healthz() -> dict[str, str]:
 @service.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
     herald: Herald = request.app.state.herald
-    problems = {}
-    try:
-        ping(herald.sessions)
-    except Exception as exc:
-        problems["database"] = type(exc).__name__
-    url = wakeup_url(herald.settings)
-    if url:
-        import redis
-
-        try:
-            redis.Redis.from_url(url, socket_timeout=2).ping()
-        except Exception as exc:
-            problems["redis"] = type(exc).__name__
+    problems = health.problems(herald.settings, herald.sessions)
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready"})
