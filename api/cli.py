@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     link.set_defaults(func=cmd_dashboard_link)
 
     args = parser.parse_args(argv)
-    configure_logging(os.environ.get("HERALD_LOG_LEVEL", "INFO"))
+    try:
+        level = get_settings().log_level
+    except ConfigError:
+        level = "INFO"  # the command itself reports the bad configuration
+    configure_logging(level)
     args.func(args)
 
 

@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.errors import MethodNotAllowed, NotFound, PinpointError
+from worker.errors import (
+    BadRequest,
+    InternalServerError,
+    MethodNotAllowed,
+    NotFound,
+    PinpointError,
+)
 
 log = structlog.get_logger("herald.api")
 
@@ -46,9 +52,8 @@ def install(app: FastAPI) -> None:
             )
         if exc.status_code == 404:
             return error_response(request, NotFound("Resource not found"))
-        error = PinpointError(str(exc.detail))
-        error.status_code = exc.status_code
-        return error_response(request, error)
+        kind = BadRequest if 400 <= exc.status_code < 500 else InternalServerError
+        return error_response(request, kind(str(exc.detail)))
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -59,9 +64,9 @@ def install(app: FastAPI) -> None:
             or "connect" in str(exc).lower()
             else "Internal server error"
         )
-        return error_response(request, PinpointError(message))
+        return error_response(request, InternalServerError(message))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path)
-        return error_response(request, PinpointError("Internal server error"))
+        return error_response(request, InternalServerError("Internal server error"))

@@ -72,7 +72,6 @@ class Settings(BaseSettings):
     # Where the embedded default keeps its SQLite file and generated secret key.
     data_dir: Path = Path(".herald")
     log_level: str = "INFO"
-    log_bodies: bool = False
 
     # Operations: /metrics unsigned (false: SigV4 like the API); fleet-wide numbers' cache.
     metrics_open: bool = True

@@ -27,7 +27,6 @@ class EmbeddedWorker:
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="herald-worker", daemon=True)
-        self._stopping = threading.Event()
 
     def start(self) -> None:
         self._thread.start()

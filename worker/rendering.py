@@ -346,8 +346,6 @@ def _render_email(
             ),
             text_charset=(simple.text_part.charset if simple.text_part else None) or "utf-8",
             html_charset=(simple.html_part.charset if simple.html_part else None) or "utf-8",
-            subject_charset=(simple.subject.charset if simple and simple.subject else None)
-            or "utf-8",
             headers=headers,
             **common,
         )

@@ -411,9 +411,3 @@ def get_request(
     if request is None or request.app_id != app_id or (kind and request.kind != kind):
         raise NotFound("Resource not found")
     return request
-
-
-def pending_ids(session: Session, ids: Iterable[int]) -> list[int]:
-    return list(session.scalars(
-        select(Delivery.id).where(Delivery.id.in_(list(ids)), Delivery.final.is_(False))
-    ))

@@ -133,7 +133,6 @@ class EmailContent:
     html: str | None = None
     text_charset: str = "utf-8"
     html_charset: str = "utf-8"
-    subject_charset: str = "utf-8"
     raw: bytes | None = None  # RawEmail.Data: a complete MIME message
     from_address: str | None = None
     reply_to: tuple[str, ...] = ()
