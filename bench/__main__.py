@@ -173,7 +173,7 @@ def main() -> None:
     fcm.start()
     smtp = FakeSmtp().start()
     settings = Settings(apns_url=apns.url, ca_bundle=apns.ca_path, provider_timeout_s=30)
-    stack = Stack("bench", redis_db=9, env={
+    stack = Stack("bench", env={
         "HERALD_APNS_URL": apns.url, "HERALD_CA_BUNDLE": str(apns.ca_path),
         "HERALD_FCM_URL": fcm.base_url, "HERALD_SMTP_URL": smtp.url,
         "HERALD_SYNC_TIMEOUT_S": "120", "HERALD_PROVIDER_TIMEOUT_S": "30",

@@ -132,11 +132,14 @@ def pinpoint(endpoint_url: str, key_id: str = ROOT_KEY_ID, secret: str = ROOT_SE
 class Stack:
     """A database, a Redis db, one or more API processes and worker processes."""
 
-    def __init__(self, name: str, env: Mapping[str, str] | None = None, redis_db: int = 1,
+    def __init__(self, name: str, env: Mapping[str, str] | None = None,
                  redis_url: str | None = None, pg_port: int = 5432):
         self.name = name
         self.database = f"herald_test_{name}_{uuid.uuid4().hex[:6]}"
-        self.redis_url = redis_url or f"redis://127.0.0.1:6379/{redis_db}"
+        # A Redis server of the stack's own unless the test brings one: two test runs on one
+        # machine (or tests in parallel) never share a broker queue or a rate-limit bucket.
+        self.own_redis = None if redis_url else PrivateRedis().start()
+        self.redis_url = redis_url or self.own_redis.url  # type: ignore[union-attr]
         self.pg_port = pg_port
         self.env = {
             **os.environ,
@@ -153,9 +156,6 @@ class Stack:
         self.apis: list[tuple[subprocess.Popen[bytes], str]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
         ARTIFACTS.mkdir(exist_ok=True)
-        import redis
-
-        redis.Redis.from_url(self.redis_url).flushdb()
         self.run("migrate")
 
     @property
@@ -239,3 +239,5 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
         drop_database(self.database, self.pg_port)
+        if self.own_redis is not None:
+            self.own_redis.stop()

@@ -33,7 +33,6 @@ KNOWN = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
 REQUIRED = {"HERALD_DATABASE_URL", "HERALD_BROKER_URL", "HERALD_REDIS_URL", "HERALD_SECRET_KEY",
             "HERALD_ROOT_ACCESS_KEY_ID", "HERALD_ROOT_SECRET_ACCESS_KEY"}
 K8S_VERSION = "1.30.0"
-FLEET_REDIS_DB = 7
 
 
 def load_all(path: Path) -> list[Any]:
@@ -258,7 +257,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(smtp: FakeSmtp) -> Iterator[Stack]:
-    stack = Stack("fleet", redis_db=FLEET_REDIS_DB, env={
+    stack = Stack("fleet", env={
         "HERALD_SMTP_URL": smtp.url, "HERALD_METRICS_CACHE_S": "0.2"})
     try:
         stack.start_worker(concurrency=1)

@@ -56,7 +56,7 @@ def burst(calls: list[Callable[[], Any]]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def limited() -> Iterator[tuple[Stack, list[str]]]:
-    stack = Stack("ratelimit", redis_db=11, env={
+    stack = Stack("ratelimit", env={
         "HERALD_RATE_LIMIT_RPS": str(RPS), "HERALD_RATE_LIMIT_BURST": str(BURST)})
     try:
         yield stack, [stack.start_api(), stack.start_api()]
@@ -151,7 +151,7 @@ CAP = 5
 @pytest.fixture(scope="module")
 def capped(smtp: FakeSmtp) -> Iterator[Stack]:
     # No worker until the test starts one: deliveries stay pending, in flight.
-    stack = Stack("inflight", redis_db=12, env={
+    stack = Stack("inflight", env={
         "HERALD_MAX_INFLIGHT_SENDS_PER_APP": str(CAP), "HERALD_SYNC_TIMEOUT_S": "0.5",
         "HERALD_SMTP_URL": smtp.url})
     try:

@@ -18,15 +18,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from tests.fakes.smtp import FakeSmtp
-from tests.stack import Stack, create_database, drop_database, pinpoint
+from tests.stack import PrivateRedis, Stack, create_database, drop_database, pinpoint
 from tests.test_management import _signed
 from worker.config import Settings
 from worker.metrics import FleetCollector
 from worker.migrate import upgrade
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-METRICS_REDIS_DB = 6
-QUEUE_REDIS_DB = 10
 
 
 def parse(exposition: str) -> Samples:
@@ -62,7 +60,7 @@ def wait_for(read: Callable[[], Samples], ready: Callable[[Samples], bool],
 
 @pytest.fixture(scope="module")
 def metrics_stack(smtp: FakeSmtp) -> Iterator[Stack]:
-    stack = Stack("metrics", redis_db=METRICS_REDIS_DB, env={
+    stack = Stack("metrics", env={
         "HERALD_SMTP_URL": smtp.url,
         "HERALD_METRICS_CACHE_S": "0.2",
         "HERALD_RETRY_BASE_DELAY_S": "0.1",
@@ -173,17 +171,18 @@ def own_database() -> Iterator[str]:
 
 
 def test_fleet_collector_counts_rows_folds_new_attempts_and_reads_the_queue(
-    own_database: str,
+    own_database: str, request: pytest.FixtureRequest,
 ) -> None:
     """Rows written straight into the result table, as any worker anywhere would."""
     engine = create_engine(own_database)
-    queue = redis.Redis.from_url(f"redis://127.0.0.1:6379/{QUEUE_REDIS_DB}")
-    queue.delete("herald", "herald\x06\x163", "unacked")
+    own = PrivateRedis().start()
+    request.addfinalizer(own.stop)
+    queue = redis.Redis.from_url(own.url)
     queue.rpush("herald", b"a", b"b", b"c")
     queue.rpush("herald\x06\x163", b"d")
     ticks = itertools.count(step=60)  # every refresh finds its cache expired
     collector = FleetCollector(
-        sessionmaker(engine), broker_url=f"redis://127.0.0.1:6379/{QUEUE_REDIS_DB}",
+        sessionmaker(engine), broker_url=own.url,
         cache_s=5, clock=lambda: float(next(ticks)),
     )
     now = datetime.now(UTC)
@@ -256,7 +255,6 @@ def test_fleet_collector_counts_rows_folds_new_attempts_and_reads_the_queue(
     assert value(fifth, "herald_deliveries_total", channel="SMS", status="SUCCESSFUL") == 3
     assert value(fifth, "herald_deliveries_in_flight", channel="SMS", status="PENDING") == 0
     assert value(fifth, "herald_deliveries_sending") == 0
-    queue.delete("herald", "herald\x06\x163")
     engine.dispose()
 
 

@@ -3,6 +3,7 @@ and the migrations run on SQLite (the embedded default)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from alembic import command
@@ -14,13 +15,14 @@ from worker.migrate import alembic_config, upgrade
 
 
 def test_alembic_check_is_clean_on_postgres() -> None:
-    url = create_database("herald_test_alembic")
+    name = f"herald_test_alembic_{uuid.uuid4().hex[:6]}"
+    url = create_database(name)
     try:
         settings = Settings(database_url=url, secret_key="k")
         upgrade(settings)
         command.check(alembic_config(settings))  # raises if autogenerate finds a difference
     finally:
-        drop_database("herald_test_alembic")
+        drop_database(name)
 
 
 def test_migrations_run_on_sqlite(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def check_exactly_once(smtp: FakeSmtp, rows: list[Any], prefix: str, count: int,
 def test_hanging_provider_times_out_and_api_answers_in_time(
     smtp: FakeSmtp, fakes: Fakes
 ) -> None:
-    stack = Stack("hang", redis_db=3, env={
+    stack = Stack("hang", env={
         **provider_env(smtp, fakes), "HERALD_PROVIDER_TIMEOUT_S": "1",
         "HERALD_SYNC_TIMEOUT_S": "3", "HERALD_RETRY_MAX_ATTEMPTS": "2",
         "HERALD_RETRY_BASE_DELAY_S": "0.1"})
@@ -152,7 +152,7 @@ def test_hanging_provider_times_out_and_api_answers_in_time(
 
 
 def test_sigkill_worker_mid_send_then_new_worker(slow_smtp: FakeSmtp) -> None:
-    stack = Stack("kill", redis_db=4, env={**RECOVERY, "HERALD_SMTP_URL": slow_smtp.url})
+    stack = Stack("kill", env={**RECOVERY, "HERALD_SMTP_URL": slow_smtp.url})
     try:
         doomed = stack.start_worker(concurrency=2)
         client = pinpoint(stack.start_api())
@@ -200,7 +200,7 @@ def test_redis_restarted_empty_mid_send(slow_smtp: FakeSmtp) -> None:
 def test_postgres_restarted_during_sends(slow_smtp: FakeSmtp) -> None:
     # Outside pytest's tmp_path: the postgres user must be able to reach the directory.
     postgres = PrivatePostgres(Path(tempfile.mkdtemp(prefix="herald-pg-")) / "data").start()
-    stack = Stack("pg", redis_db=5, pg_port=postgres.port,
+    stack = Stack("pg", pg_port=postgres.port,
                   env={**RECOVERY, "HERALD_SMTP_URL": slow_smtp.url})
     try:
         stack.start_worker(concurrency=2)

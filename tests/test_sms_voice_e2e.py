@@ -106,7 +106,7 @@ def smpp_stack(smtp: FakeSmtp, fakes: Fakes) -> Iterator[tuple[Stack, FakeSmsc]]
     smsc = FakeSmsc()
     smsc.start()
     stack = Stack("smpp", env={**provider_env(smtp, fakes), "HERALD_SMS_TRANSPORT": "smpp",
-                               "HERALD_SMPP_URL": smsc.url}, redis_db=2)
+                               "HERALD_SMPP_URL": smsc.url})
     try:
         stack.start_worker(concurrency=1)
         stack.start_api()
