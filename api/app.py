@@ -36,6 +36,7 @@ from worker.db import session_factory
 from worker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from worker.metrics import record_sync_wait
 from worker.notify import RedisListener, Waiters
+from worker.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
 from worker.runtime import wakeup_url
 from worker.validation import describe
 
@@ -379,7 +380,12 @@ async def _await_outcomes(herald: Herald, request_id: str, deadline: float) -> N
     began = time.monotonic()
     with herald.waiters.watching(request_id) as event:
         while True:
-            unfinished = await run_in_threadpool(_count_unfinished, herald, request_id)
+            try:
+                unfinished = await run_in_threadpool(_count_unfinished, herald, request_id)
+            except Exception as exc:
+                if not database_unreachable(exc):
+                    raise
+                return  # the answer says what is known (see _send)
             remaining = deadline - time.monotonic()
             if unfinished == 0 or remaining <= 0:
                 record_sync_wait(time.monotonic() - began, complete=unfinished == 0)
@@ -402,8 +408,13 @@ async def _send(
         [Session, str, Any, dict[str, Any], ChannelCache, int | None], sending.Accepted
     ],
     results: Callable[..., dict[str, Any]],
+    answer: Callable[..., dict[str, Any]],
 ) -> tuple[str, dict[str, Any]]:
-    """Both send operations: validate, persist, enqueue after commit, wait, answer."""
+    """Both send operations: validate, persist, enqueue after commit, wait, answer.
+
+    Once the rows are committed the request is accepted, whatever happens next: a broker or
+    database outage after that point answers the endpoints as in progress, never a 5xx that
+    would make the client send everything twice."""
     herald = call.herald
     started = time.monotonic()
     request, payload = call.parse(model)
@@ -414,29 +425,47 @@ async def _send(
                           herald.settings.max_inflight_sends_per_app)
 
     accepted = await run_in_threadpool(persist)
-    await run_in_threadpool(_enqueue_all, herald, accepted)
-    if accepted.pending:
+    queued = await run_in_threadpool(_enqueue_all, herald, accepted)
+    if accepted.pending and queued:
         await _await_outcomes(
             herald, accepted.request_id, started + herald.settings.sync_timeout_s
         )
 
     def read() -> dict[str, Any]:
-        with herald.sessions() as session:
-            return results(session, accepted.request_id)
+        try:
+            with herald.sessions() as session:
+                return results(session, accepted.request_id)
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            DATABASE.lost(exc)
+            return answer(accepted.rows_as_planned())
 
     return accepted.request_id, await run_in_threadpool(read)
 
 
-def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> None:
-    for batch in accepted.batches(herald.settings.batch_size):
-        herald.enqueue(accepted.request_id, batch)
+def _enqueue_all(herald: Herald, accepted: sending.Accepted) -> bool:
+    """Hand the request's batches to the workers. The rows are committed already, so a broker
+    outage is not the caller's error: the send is answered as in progress and the recovery
+    sweep enqueues the rows once the broker is back. (A 5xx here would make the client send
+    everything a second time.)"""
+    try:
+        for batch in accepted.batches(herald.settings.batch_size):
+            herald.enqueue(accepted.request_id, batch)
+    except Exception as exc:
+        if not broker_unreachable(exc):
+            raise
+        BROKER.lost(exc)
+        return False
+    BROKER.back()
+    return True
 
 
 @router.post("/v1/apps/{app_id}/users-messages")
 async def send_users_messages(app_id: str, call: Authed) -> JSONResponse:
     request_id, results = await _send(
         call, app_id, wire.SendUsersMessageRequest, sending.accept_users_request,
-        sending.users_results,
+        sending.users_results, sending.users_answer,
     )
     # A JSONResponse skips FastAPI's response-model pass over up to 1,500 results.
     return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, "Result": results})
@@ -446,7 +475,7 @@ async def send_users_messages(app_id: str, call: Authed) -> JSONResponse:
 async def send_messages(app_id: str, call: Authed) -> JSONResponse:
     request_id, results = await _send(
         call, app_id, wire.MessageRequest, sending.accept_messages_request,
-        sending.messages_results,
+        sending.messages_results, sending.messages_answer,
     )
     return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, **results})
 
@@ -481,8 +510,12 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     herald: Herald = request.app.state.herald
     problems = health.problems(herald.settings, herald.sessions)
-    if problems:
+    if "database" in problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    if problems:
+        # Still ready: sends are accepted into the database and delivered once the broker
+        # (or Redis) is back. Taking the API out of the load balancer would refuse them.
+        return JSONResponse({"status": "degraded", "problems": problems})
     return JSONResponse({"status": "ready"})
 
 

@@ -21,6 +21,7 @@ import structlog
 
 from worker.config import Settings
 from worker.errors import TooManyRequests
+from worker.outages import REDIS
 
 log = structlog.get_logger("herald.ratelimit")
 
@@ -87,9 +88,10 @@ class RedisRateLimiter:
             allowed = await self._script(keys=[f"herald:rate:{app_id}"],
                                          args=[self._rate, self._burst])
         except Exception as exc:
-            # Fail open: a Redis outage must not stop sending; the outage is logged.
-            log.warning("rate limiter unavailable", error=str(exc))
+            # Fail open: a Redis outage must not stop sending; the outage is logged once.
+            REDIS.lost(exc)
             return
+        REDIS.back()
         if not allowed:
             raise _refuse(app_id)
 

@@ -25,4 +25,16 @@ if ! redis_up; then
   fi
   redis_up || { echo "Redis is not reachable on 127.0.0.1:6379 and could not be started (Debian: apt-get install redis-server)" >&2; exit 1; }
 fi
-echo "PostgreSQL and Redis are up" >&2
+rabbit_up() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null; }
+
+if ! rabbit_up; then
+  if command -v rabbitmq-server >/dev/null; then
+    echo "starting RabbitMQ" >&2
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do rabbit_up && break; sleep 1; done
+  fi
+  rabbit_up || { echo "RabbitMQ is not reachable on 127.0.0.1:5672 and could not be started (Debian: apt-get install rabbitmq-server)" >&2; exit 1; }
+fi
+# rabbitmqctl answers only once the node has fully booted (the tests create vhosts with it).
+timeout 60 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+echo "PostgreSQL, Redis and RabbitMQ are up" >&2

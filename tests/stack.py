@@ -241,3 +241,27 @@ class Stack:
         drop_database(self.database, self.pg_port)
         if self.own_redis is not None:
             self.own_redis.stop()
+
+
+class RabbitVhost:
+    """A RabbitMQ virtual host of the test's own on the machine's RabbitMQ (guest/guest),
+    deleted afterwards: tests never see each other's queues."""
+
+    def __init__(self) -> None:
+        self.name = f"herald-test-{uuid.uuid4().hex[:8]}"
+
+    def url(self, port: int = 5672) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{port}/{self.name}"
+
+    def create(self) -> RabbitVhost:
+        _rabbitmqctl("add_vhost", self.name)
+        _rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        return self
+
+    def delete(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            _rabbitmqctl("delete_vhost", self.name)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)

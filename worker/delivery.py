@@ -27,6 +27,7 @@ from worker.channels import ChannelCache
 from worker.config import Settings
 from worker.db import utcnow
 from worker.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
+from worker.outages import DATABASE, database_unreachable
 from worker.providers.base import (
     ChannelConfig,
     DeliveryStatus,
@@ -41,6 +42,11 @@ log = structlog.get_logger("herald.delivery")
 
 MAX_CONCURRENT_SENDS = 200
 FLUSH_INTERVAL_S = 0.05
+# Writing outcomes while the database is away: retry soon, then every second at most, so a
+# worker records what it holds within a second of the database's return — well inside the
+# recovery sweep's settling time (worker.recovery.Sweeper).
+WRITE_RETRY_FIRST_S = 0.1
+WRITE_RETRY_MAX_S = 1.0
 # Tolerance for a task that arrives a little before its countdown (clock skew, eta jitter).
 EARLY_SLACK = timedelta(seconds=1)
 
@@ -235,17 +241,26 @@ async def _send_and_record(
             done.append((row_id, (outcome, provider.name, started,
                                   (time.perf_counter() - began) * 1000)))
 
+    written: set[int] = set()
+
     async def flush() -> None:
         if not done:
             return
         chunk = dict(done)
         done.clear()
-        part = await loop.run_in_executor(
-            None, _write, runtime, [rows[i] for i in chunk], chunk, created
+        part, waited = await loop.run_in_executor(
+            None, write_outcomes, runtime, [rows[i] for i in chunk], chunk, created
         )
+        written.update(chunk)
         report.final += part.final
         assert report.retries is not None
         report.retries.extend(part.retries or ())
+        if waited:
+            # The database was away, maybe for longer than a lease: hold on to the rows still
+            # being sent, so that no sweep hands them to another worker.
+            unwritten = written | {i for i, _ in done}
+            sending_now = [i for i in work if i not in unwritten]
+            await loop.run_in_executor(None, _renew_leases, runtime, sending_now)
 
     sending = asyncio.ensure_future(
         asyncio.gather(*(one(i, m, c) for i, (m, c) in work.items()))
@@ -258,16 +273,52 @@ async def _send_and_record(
     return report
 
 
-def _write(
+def write_outcomes(
     runtime: Runtime,
     rows: list[Claimed],
     outcomes: dict[int, tuple[Outcome, str, float, float]],
     created: datetime | None,
-) -> BatchReport:
-    with runtime.sessions() as session, session.begin():
-        report = _record(runtime, session, rows, outcomes, created)
-    runtime.notify(rows[0].request_id)
-    return report
+) -> tuple[BatchReport, bool]:
+    """Record outcomes, holding them through a database outage for as long as it lasts.
+
+    Giving up would leave rows that were really sent to the recovery sweep, which sends them
+    again (DESIGN.md §4 allows a repeat only for a worker that died). Returns the report and
+    whether the database was away meanwhile.
+    """
+    delay = WRITE_RETRY_FIRST_S
+    waited = False
+    while True:
+        try:
+            with runtime.sessions() as session, session.begin():
+                report = _record(runtime, session, rows, outcomes, created)
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            DATABASE.lost(exc)
+            waited = True
+            time.sleep(delay)
+            delay = min(delay * 2, WRITE_RETRY_MAX_S)
+            continue
+        DATABASE.back()
+        runtime.notify(rows[0].request_id)
+        return report, waited
+
+
+def _renew_leases(runtime: Runtime, ids: list[int]) -> None:
+    if not ids:
+        return
+    now = utcnow()
+    try:
+        with runtime.sessions() as session, session.begin():
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.final.is_(False))
+                .values(lease_until=now + timedelta(seconds=runtime.lease_s))
+            )
+    except Exception as exc:  # gone again: the outcomes, when they come, are held as above
+        if not database_unreachable(exc):
+            raise
+        DATABASE.lost(exc)
 
 
 # One statement for a whole flush on Postgres: the rows' new values travel as arrays.
@@ -396,7 +447,7 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     }
     report = BatchReport(claimed=len(rows), retries=[])
     if refused:
-        report = _write(runtime, [by_id[i] for i in refused], refused, created)
+        report, _ = write_outcomes(runtime, [by_id[i] for i in refused], refused, created)
         report.claimed = len(rows)
     work = {i: p for i, p in prepared.items() if isinstance(p, tuple)}
     if work:

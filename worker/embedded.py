@@ -12,7 +12,7 @@ import structlog
 
 from worker.config import Settings
 from worker.delivery import deliver_batch
-from worker.recovery import sweep
+from worker.recovery import Sweeper
 from worker.runtime import build_runtime
 
 log = structlog.get_logger("herald.embedded")
@@ -49,16 +49,15 @@ class EmbeddedWorker:
     def _run(self) -> None:
         runtime = build_runtime(self._settings, notify=self._notify)
         # Work left unfinished by a previous run (the process was stopped mid-send).
-        sweep(runtime.sessions, self.enqueue, grace_s=0, batch_size=self._settings.batch_size)
+        Sweeper(runtime.sessions, self.enqueue, grace_s=0,
+                batch_size=self._settings.batch_size).tick()
+        sweeper = Sweeper(runtime.sessions, self.enqueue, grace_s=self._settings.recovery_grace_s,
+                          batch_size=self._settings.batch_size)
         while True:
             try:
                 job = self._jobs.get(timeout=self._settings.sweep_interval_s)
             except queue.Empty:
-                try:
-                    sweep(runtime.sessions, self.enqueue, grace_s=self._settings.recovery_grace_s,
-                          batch_size=self._settings.batch_size)
-                except Exception:
-                    log.exception("recovery sweep failed")
+                sweeper.tick()
                 continue
             if job is None:
                 break

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import redis
+from kombu.connection import Connection as BrokerConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
@@ -19,8 +21,40 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
+_broker_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _broker(url: str) -> BrokerConnection:
+    return BrokerConnection(url, connect_timeout=2)  # type: ignore[no-untyped-call]
+
+
+def _ping_broker(url: str) -> None:
+    if url.startswith(("redis://", "rediss://")):
+        _redis(url).ping()
+        return
+    # AMQP: one connection kept open and re-opened when the broker dropped it; a probe
+    # every few seconds must not cost a handshake each time. Probes run on a thread pool and
+    # an AMQP connection is not thread-safe.
+    with _broker_lock:
+        _check_amqp(_broker(url))
+
+
+def _check_amqp(connection: BrokerConnection) -> None:
+    if connection.connected:
+        try:
+            connection.heartbeat_check()  # type: ignore[no-untyped-call]
+            connection.drain_events(timeout=0)  # type: ignore[no-untyped-call]
+            return
+        except TimeoutError:
+            return  # nothing to read: the connection is alive
+        except Exception:
+            connection.close()  # type: ignore[no-untyped-call]
+    connection.ensure_connection(max_retries=1, timeout=2)  # type: ignore[no-untyped-call]
+
+
 def problems(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, str]:
-    """What is unreachable, by name; empty when ready."""
+    """What is unreachable, by name ("database", "broker", "redis"); empty when ready."""
     found: dict[str, str] = {}
     try:
         ping(sessions)
@@ -32,4 +66,11 @@ def problems(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, s
             _redis(url).ping()
         except redis.RedisError as exc:
             found["redis"] = type(exc).__name__
+    if settings.broker_url and settings.broker_url != url:
+        try:
+            _ping_broker(settings.broker_url)
+        except Exception as exc:
+            found["broker"] = type(exc).__name__
+    elif settings.broker_url and "redis" in found:
+        found["broker"] = found["redis"]
     return found

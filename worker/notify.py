@@ -18,6 +18,8 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
+from worker.outages import REDIS
+
 CHANNEL_PREFIX = "herald:done:"
 log = structlog.get_logger("herald.notify")
 
@@ -29,7 +31,9 @@ def redis_publisher(url: str) -> Callable[[str], None]:
         try:
             client.publish(CHANNEL_PREFIX + request_id, b"1")
         except redis.RedisError as exc:  # the waiter's periodic re-check covers a lost wake-up
-            log.warning("wake-up not published", request_id=request_id, error=str(exc))
+            REDIS.lost(exc)
+            return
+        REDIS.back()
 
     return publish
 
@@ -85,6 +89,7 @@ class RedisListener:
                 client = aioredis.Redis.from_url(self._url)
                 async with client.pubsub() as pubsub:
                     await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                    REDIS.back()
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
                             channel = message["channel"]
@@ -94,7 +99,7 @@ class RedisListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect; waiters fall back to re-checking
-                log.warning("wake-up listener reconnecting", error=str(exc))
+                REDIS.lost(exc)
                 await asyncio.sleep(1)
 
     async def stop(self) -> None:

@@ -8,15 +8,21 @@ sweep at once without handing out the same row twice in one round.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 
+import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.db import utcnow
+from worker.db import ping, utcnow
+from worker.delivery import WRITE_RETRY_MAX_S
 from worker.models import Delivery
+from worker.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
+
+log = structlog.get_logger("herald.recovery")
 
 SWEEP_LIMIT = 5000
 
@@ -59,3 +65,59 @@ def sweep(
         for start in range(0, len(request_ids), batch_size):
             enqueue(request_id, request_ids[start : start + batch_size])
     return len(rows)
+
+
+class Sweeper:
+    """The sweep on a timer, riding out outages of the database and the broker.
+
+    After a database outage it waits before sweeping again: live workers are still holding the
+    outcomes of sends made meanwhile (``worker.delivery.write_outcomes``) and write them within
+    a second of the database's return, but their leases may have run out while it was away. A
+    sweep in that moment would hand those rows — already sent — to another worker.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        enqueue: Callable[[str, list[int]], None],
+        *,
+        grace_s: float,
+        batch_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._enqueue = enqueue
+        self._grace_s = grace_s
+        self._batch_size = batch_size
+        self._clock = clock
+        self._database_was_away = False
+        self._settle_until = 0.0
+        self.settle_s = max(grace_s, 3 * WRITE_RETRY_MAX_S)
+
+    def tick(self) -> int:
+        """One sweep, unless the database is away or has just come back; never raises for an
+        outage. Returns how many rows were handed out."""
+        try:
+            if self._database_was_away:
+                ping(self._sessions)
+                self._database_was_away = False
+                self._settle_until = self._clock() + self.settle_s
+                DATABASE.back()
+            if self._clock() < self._settle_until:
+                return 0
+            found = sweep(self._sessions, self._enqueue, grace_s=self._grace_s,
+                          batch_size=self._batch_size)
+        except Exception as exc:
+            # Rows handed out but not enqueued are due again after the grace period: nothing
+            # is lost, the next sweep after the outage picks them up.
+            if database_unreachable(exc):
+                self._database_was_away = True
+                DATABASE.lost(exc)
+            elif broker_unreachable(exc):
+                BROKER.lost(exc)
+            else:
+                log.exception("recovery sweep failed")
+            return 0
+        if found:
+            log.warning("recovered abandoned deliveries", count=found)
+        return found

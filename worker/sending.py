@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -60,9 +61,16 @@ class Accepted:
     request_id: str
     total: int
     pending: list[int] = field(default_factory=list)
+    planned: list[dict[str, Any]] = field(default_factory=list)  # the rows as inserted
 
     def batches(self, size: int = BATCH_SIZE) -> list[list[int]]:
         return [self.pending[i : i + size] for i in range(0, len(self.pending), size)]
+
+    def rows_as_planned(self) -> list[SimpleNamespace]:
+        """The result rows as they were committed, for an answer when the database cannot
+        be read again: decided outcomes as decided, the rest in progress."""
+        return [SimpleNamespace(message_id=None, updated_token=None, **row)
+                for row in self.planned]
 
 
 @dataclass
@@ -185,7 +193,7 @@ def _persist(
         check_inflight(session, request.app_id, pending, max_inflight)
     session.add(request)
     session.flush()
-    accepted = Accepted(request_id=request.id, total=len(rows))
+    accepted = Accepted(request_id=request.id, total=len(rows), planned=rows)
     if rows:
         # One multi-row INSERT; ids come back for the pending rows only.
         result = session.execute(
@@ -373,8 +381,14 @@ def result_of(row: Any, *, extended: bool = False) -> dict[str, Any]:
 def users_results(
     session: Session, request_id: str, *, extended: bool = False
 ) -> dict[str, dict[str, dict[str, Any]]]:
+    return users_answer(_result_rows(session, request_id), extended=extended)
+
+
+def users_answer(
+    rows: Iterable[Any], *, extended: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """SendUsersMessages' ``Result``: by user id, then endpoint id."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    rows = _result_rows(session, request_id)
     for row in rows:
         user = results.setdefault(row.user_id or "", {})
         key = row.endpoint_id if row.endpoint_id is not None else ""
@@ -385,10 +399,15 @@ def users_results(
 def messages_results(
     session: Session, request_id: str, *, extended: bool = False
 ) -> dict[str, dict[str, dict[str, Any]]]:
+    return messages_answer(_result_rows(session, request_id), extended=extended)
+
+
+def messages_answer(
+    rows: Iterable[Any], *, extended: bool = False
+) -> dict[str, dict[str, dict[str, Any]]]:
     """SendMessages' answer: ``Result`` by address, ``EndpointResult`` by endpoint id."""
     by_address: dict[str, dict[str, Any]] = {}
     by_endpoint: dict[str, dict[str, Any]] = {}
-    rows = _result_rows(session, request_id)
     for row in rows:
         result = result_of(row, extended=extended)
         if row.endpoint_id is not None:
