@@ -30,8 +30,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Three test processes on two cores: most of a test's time is spent waiting on the live
+# processes it drives. Slow fault-injection tests start first (tests/conftest.py).
 test: install services browser lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist worksteal
 
 bench: install services
 	$(BIN)/python -m bench

@@ -434,7 +434,9 @@ async def _send(
     def read() -> dict[str, Any]:
         try:
             with herald.sessions() as session:
-                return results(session, accepted.request_id)
+                answer_now = results(session, accepted.request_id)
+            DATABASE.back()
+            return answer_now
         except Exception as exc:
             if not database_unreachable(exc):
                 raise

@@ -8,7 +8,7 @@ import uuid
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.errors import (
@@ -18,6 +18,7 @@ from worker.errors import (
     NotFound,
     PinpointError,
 )
+from worker.outages import DATABASE, database_unreachable
 
 log = structlog.get_logger("herald.api")
 
@@ -57,13 +58,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.error("database error", error=type(exc).__name__, detail=str(exc).splitlines()[0])
-        message = (
-            "The service is temporarily unable to reach its database"
-            if (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-            or "connect" in str(exc).lower()
-            else "Internal server error"
-        )
+        if database_unreachable(exc):
+            DATABASE.lost(exc)  # logged once per outage, not once per request
+            message = "The service is temporarily unable to reach its database"
+        else:
+            log.error("database error", error=type(exc).__name__,
+                      detail=str(exc).splitlines()[0])
+            message = "Internal server error"
         return error_response(request, InternalServerError(message))
 
     @app.exception_handler(Exception)

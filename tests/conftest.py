@@ -23,6 +23,12 @@ from tests.stack import ARTIFACTS, Stack, pinpoint
 BUNDLE_ID = "com.example.herald"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow fault-injection tests first, so that in a parallel run the longest ones overlap
+    everything else instead of starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def smtp() -> Iterator[FakeSmtp]:
     server = FakeSmtp(username="herald", password="s3cret").start()

@@ -134,7 +134,10 @@ class Stack:
 
     def __init__(self, name: str, env: Mapping[str, str] | None = None,
                  redis_url: str | None = None, pg_port: int = 5432):
-        self.name = name
+        # Parallel test processes (pytest-xdist) each run their own "main" stack: its log files
+        # carry the process's name.
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        self.name = f"{name}-{worker}" if worker else name
         self.database = f"herald_test_{name}_{uuid.uuid4().hex[:6]}"
         # A Redis server of the stack's own unless the test brings one: two test runs on one
         # machine (or tests in parallel) never share a broker queue or a rate-limit bucket.

@@ -127,13 +127,24 @@ def test_compose_environment_is_designs_herald_variables(compose: dict[str, Any]
         environment = services[name]["environment"]
         assert set(environment) >= REQUIRED, name
         assert set(environment) <= KNOWN, set(environment) - KNOWN
-        hosts = {re.sub(r"^[a-z+]+://([^@/]*@)?([^:/]+).*$", r"\2", str(environment[key]))
-                 for key in ("HERALD_DATABASE_URL", "HERALD_BROKER_URL", "HERALD_REDIS_URL")}
+        # A ${VAR:-default} reference resolves to its default when VAR is unset.
+        values = [re.sub(r"^\$\{[A-Z_]+:-(.*)\}$", r"\1", str(environment[key]))
+                  for key in ("HERALD_DATABASE_URL", "HERALD_BROKER_URL", "HERALD_REDIS_URL")]
+        hosts = {re.sub(r"^[a-z+]+://([^@/]*@)?([^:/]+).*$", r"\2", value) for value in values}
         assert hosts <= set(services), hosts
         assert environment["HERALD_SECRET_KEY"].startswith("${HERALD_SECRET_KEY:?")
     for reference in re.findall(r"\$\{[^}]*\}", (DEPLOY / "compose.yaml").read_text()):
         assert re.fullmatch(r"\$\{[A-Z_]+(:?[-?][^}]*)?\}", reference), reference
     assert env_names((DEPLOY / "herald.env.example").read_text()) <= KNOWN
+    # RabbitMQ is offered as the broker: a profile whose vhost and user the documented URL names.
+    rabbit = services["rabbitmq"]
+    assert rabbit["profiles"] == ["rabbitmq"] and rabbit["restart"] == "unless-stopped"
+    documented = re.search(r"HERALD_BROKER_URL=(amqp://\S+)",
+                           (DEPLOY / "compose.yaml").read_text())
+    assert documented and documented.group(1).endswith(
+        "@rabbitmq:5672/" + rabbit["environment"]["RABBITMQ_DEFAULT_VHOST"])
+    for name in ("api", "worker", "postgres", "redis", "haproxy"):
+        assert services[name]["restart"] == "unless-stopped", name
 
 
 def test_dockerfile_builds_the_package_and_runs_herald_unprivileged() -> None:

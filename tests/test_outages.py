@@ -116,7 +116,11 @@ def check_one_line_each_way(log: str, dependency: str) -> None:
 # --- Redis as broker and shared state -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("outage_s", [3, 30, 300], ids=["3s", "30s", "5min"])
+@pytest.mark.parametrize("outage_s", [
+    pytest.param(3, id="3s"),
+    pytest.param(30, id="30s"),
+    pytest.param(300, id="5min", marks=pytest.mark.timeout(600)),
+])
 def test_redis_outage_mid_send(outage_s: float, slow_smtp: FakeSmtp) -> None:
     redis = PrivateRedis().start()
     prefix = f"r{outage_s}x"

@@ -167,7 +167,7 @@ def _prepare(
             select(Endpoint.id, Endpoint.document).where(
                 Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
             )
-        ).tuples().all())
+        ).all())
     for row in rows:
         channel_type = row.channel_type or ""
         channel = channels.get(channel_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 import redis
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
 from worker.db import ping
+from worker.outages import BROKER, DATABASE, REDIS, Dependency
 from worker.runtime import wakeup_url
 
 
@@ -56,21 +58,23 @@ def _check_amqp(connection: BrokerConnection) -> None:
 def problems(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, str]:
     """What is unreachable, by name ("database", "broker", "redis"); empty when ready."""
     found: dict[str, str] = {}
-    try:
-        ping(sessions)
-    except Exception as exc:
-        found["database"] = type(exc).__name__
+    _probe(found, DATABASE, lambda: ping(sessions))
     url = wakeup_url(settings)
     if url:
-        try:
-            _redis(url).ping()
-        except redis.RedisError as exc:
-            found["redis"] = type(exc).__name__
+        _probe(found, REDIS, lambda: _redis(url).ping())
     if settings.broker_url and settings.broker_url != url:
-        try:
-            _ping_broker(settings.broker_url)
-        except Exception as exc:
-            found["broker"] = type(exc).__name__
+        _probe(found, BROKER, lambda: _ping_broker(settings.broker_url or ""))
     elif settings.broker_url and "redis" in found:
         found["broker"] = found["redis"]
     return found
+
+
+def _probe(found: dict[str, str], dependency: Dependency, check: Callable[[], object]) -> None:
+    """Run one check; the outcome also feeds the process's outage log (worker.outages)."""
+    try:
+        check()
+    except Exception as exc:
+        found[dependency.name] = type(exc).__name__
+        dependency.lost(exc)
+        return
+    dependency.back()

@@ -54,9 +54,11 @@ def sweep(
         if not rows:
             return 0
         ids = [row_id for row_id, _ in rows]
-        # Due now: the next sweep leaves them alone for another grace period.
+        # Due now and no longer leased: the next sweep leaves them alone for another grace
+        # period (an expired lease left in place would hand them out again on every sweep).
         session.execute(
-            update(Delivery).where(Delivery.id.in_(ids)).values(next_attempt_at=now)
+            update(Delivery).where(Delivery.id.in_(ids))
+            .values(next_attempt_at=now, lease_until=None)
         )
     by_request: dict[str, list[int]] = defaultdict(list)
     for row_id, request_id in rows:
