@@ -1,6 +1,6 @@
 """Result retention (worker/retention.py) against real databases: rows written straight into
-the tables as any worker would, pruned by the plain functions the workers call; the fleet
-counters read before and after by FleetCollector."""
+the tables as any worker would, pruned by the plain functions the workers call and by
+`herald prune`; the fleet counters read before and after by FleetCollector."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.stack import create_database, drop_database
+from api.dashboard import COOKIE, sign
+from tests.stack import Stack, create_database, drop_database
 from tests.test_metrics import Samples, parse_collector
 from worker.config import Settings
 from worker.db import session_factory
@@ -340,7 +343,51 @@ def test_prune_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
     assert oldest is not None and abs(oldest - RECENT) < timedelta(seconds=1)
 
 
+def test_herald_prune_deletes_old_results_now_and_says_what(
+    request: pytest.FixtureRequest,
+) -> None:
+    """On a database no worker has maintained: the command rolls the attempts up itself."""
+    stack = Stack("prune")
+    request.addfinalizer(stack.stop)
+    engine = create_engine(stack.database_url)
+    request.addfinalizer(engine.dispose)
+    rows = Rows(engine)
+    gone = rows.request(OLD)
+    for _ in range(3):
+        rows.attempt(rows.delivery(gone, final_at=OLD))
+    kept = rows.request(RECENT)
+    rows.attempt(rows.delivery(kept, final_at=RECENT))
+
+    result = stack.run("prune")
+
+    assert "deleted 3 deliveries, 3 attempts and 1 requests" in result.stdout, result
+    assert rows.ids("message_requests") == {kept}
+    assert len(rows.ids("deliveries")) == 1
+    assert "deleted 0 deliveries" in stack.run("prune").stdout
+
+
 def test_herald_prune_refuses_a_retention_under_an_hour(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3600"):
         Settings(data_dir=tmp_path, result_retention_s=60)
     assert Settings(data_dir=tmp_path, result_retention_s=0).result_retention_s == 0
+
+
+def test_the_dashboard_says_how_far_back_it_sees(
+    stack: Stack, api_url: str, client: Any, email_app: str
+) -> None:
+    client.update_endpoint(ApplicationId=email_app, EndpointId="ada", EndpointRequest={
+        "ChannelType": "EMAIL", "Address": "ada@retention.test", "User": {"UserId": "ada"}})
+    client.send_users_messages(ApplicationId=email_app, SendUsersMessageRequest={
+        "MessageConfiguration": {"DefaultMessage": {"Body": "Kept a while."}},
+        "Users": {"ada": {}}})
+    with create_engine(stack.database_url).connect() as conn:
+        oldest = conn.execute(select(Delivery.created_at).order_by(Delivery.id).limit(1)
+                              ).scalar_one().astimezone(UTC)
+    settings = Settings(secret_key=stack.env["HERALD_SECRET_KEY"], database_url="sqlite://")
+    cookie = sign(settings, "session", int(NOW.timestamp()) + 600)
+
+    page = httpx.get(api_url + "/dashboard", cookies={COOKIE: cookie})
+
+    assert page.status_code == 200
+    assert "Results are kept for 30 days" in page.text
+    assert f"the oldest still held was created {oldest:%Y-%m-%d %H:%M:%S}Z" in page.text
