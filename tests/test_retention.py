@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, func, insert, select, text
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dashboard import COOKIE, sign
@@ -232,6 +232,33 @@ def test_counters_never_go_down_when_rows_are_pruned(engine: Engine) -> None:
     after_growth = counters(parse_collector(new_process))
     roll_up_now(sessions)
     assert_same_counters(after_growth, counters(parse_collector(collector(engine))))
+
+
+def test_a_roll_up_between_the_collectors_reads_is_not_counted_twice(engine: Engine) -> None:
+    rows = Rows(engine)
+    delivery = rows.delivery(rows.request(OLD), final_at=OLD)
+    for number in (1, 2, 3):
+        rows.attempt(delivery, number, "THROTTLED" if number < 3 else "SUCCESSFUL", 100)
+    other = create_engine(engine.url)
+    roll_up_attempts(sessionmaker(other), settle_s=0)  # sees the ids; rolls nothing yet
+    process = collector(engine)
+    before = counters(parse_collector(process))
+    assert before[("herald_delivery_attempts_total", frozenset(
+        {("channel", "SMS"), ("provider", "twilio"), ("status", "THROTTLED")}))] == 2
+    rolled: list[int] = []
+
+    # Another worker's roll-up commits after the collector read the watermark and before
+    # it reads the totals and the attempts above it.
+    @event.listens_for(engine, "before_cursor_execute")
+    def roll_up_in_between(*args: Any) -> None:
+        if "attempt_totals" in args[2] and not rolled:
+            rolled.append(roll_up_attempts(sessionmaker(other), settle_s=0))
+
+    after = counters(parse_collector(process))
+    event.remove(engine, "before_cursor_execute", roll_up_in_between)
+    other.dispose()
+    assert rolled == [3]
+    assert_same_counters(before, after)
 
 
 def test_batches_are_bounded(engine: Engine) -> None:

@@ -245,16 +245,14 @@ def _count_deliveries(session: Session) -> tuple[dict[tuple[str, str, bool], int
     return counts, sending
 
 
-def rolled_up_to() -> ColumnElement[int]:
+def _rolled_up_to() -> ColumnElement[int]:
     """The attempt id up to which attempts are in ``attempt_totals`` (a scalar subquery)."""
     return func.coalesce(
         select(RollupState.attempts_rolled_upto).where(RollupState.id == 1).scalar_subquery(), 0
     )
 
 
-def aggregate_attempts(
-    after: int | ColumnElement[int], upto: int | None = None
-) -> Select[*tuple[Any, ...]]:
+def aggregate_attempts(after: int, upto: int | None = None) -> Select[*tuple[Any, ...]]:
     """Attempts with ids in (after, upto], summed by (channel, provider, status), with the
     cumulative latency bucket counts computed by the database. Columns in the order of
     ``attempt_totals``: channel, provider, status, count, retries, duration_ms, buckets."""
@@ -293,15 +291,33 @@ def _add_attempt_row(
 
 
 def _count_attempts(session: Session) -> dict[tuple[str, str, str], _AttemptTotals]:
-    rolled = select(
-        AttemptTotal.channel_type, AttemptTotal.provider, AttemptTotal.delivery_status,
-        AttemptTotal.count, AttemptTotal.retries, AttemptTotal.duration_ms,
-        *[getattr(AttemptTotal, name) for name in LATENCY_BUCKET_COLUMNS],
-    )
-    totals: dict[tuple[str, str, str], _AttemptTotals] = {}
-    for row in session.execute(union_all(rolled, aggregate_attempts(rolled_up_to()))):
-        _add_attempt_row(totals, row)
-    return totals
+    """``attempt_totals`` plus the attempts above the watermark, in one statement.
+
+    The watermark goes in as a value, not a subquery: with a subquery Postgres cannot know
+    how few rows lie above it and plans a scan of ``deliveries``. Each row also carries the
+    watermark as the statement saw it; if a roll-up moved it after it was read, read again.
+    """
+    watermark = _read_watermark(session)
+    for _ in range(3):
+        rolled = select(
+            AttemptTotal.channel_type, AttemptTotal.provider, AttemptTotal.delivery_status,
+            AttemptTotal.count, AttemptTotal.retries, AttemptTotal.duration_ms,
+            *[getattr(AttemptTotal, name) for name in LATENCY_BUCKET_COLUMNS], _rolled_up_to(),
+        )
+        live = aggregate_attempts(watermark).add_columns(_rolled_up_to())
+        rows = session.execute(union_all(rolled, live)).all()
+        seen = {int(row[-1]) for row in rows}
+        if seen <= {watermark}:
+            totals: dict[tuple[str, str, str], _AttemptTotals] = {}
+            for row in rows:
+                _add_attempt_row(totals, row[:-1])
+            return totals
+        watermark = max(seen)
+    raise RuntimeError("attempt roll-ups moved the watermark during three reads in a row")
+
+
+def _read_watermark(session: Session) -> int:
+    return int(session.scalar(select(_rolled_up_to())) or 0)
 
 
 def _delivery_families(snapshot: _Snapshot) -> Iterator[Metric]:
