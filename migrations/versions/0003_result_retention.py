@@ -18,6 +18,9 @@ BUCKETS = ('le_0_005', 'le_0_01', 'le_0_025', 'le_0_05', 'le_0_1', 'le_0_25', 'l
 
 
 def upgrade() -> None:
+    # The indexes first: on Postgres they are built outside any transaction, so a failed
+    # build must not leave this migration's tables behind (a rerun would stop on them).
+    _create_indexes()
     op.create_table('delivery_totals',
     sa.Column('channel_type', sa.String(length=24), nullable=False),
     sa.Column('delivery_status', sa.String(length=24), nullable=False),
@@ -44,7 +47,6 @@ def upgrade() -> None:
     # Nothing rolled up yet; the first maintenance pass records what it sees.
     op.execute("INSERT INTO rollup_state (id, attempts_rolled_upto, attempts_seen_upto) "
                "VALUES (1, 0, 0)")
-    _create_indexes()
 
 
 def _create_indexes() -> None:
@@ -58,10 +60,11 @@ def _create_indexes() -> None:
             op.create_index(name, table, columns, unique=False, **where)
         return
     # deliveries and message_requests are the large tables: build without blocking writes.
-    # CONCURRENTLY cannot run inside a transaction; a failed build leaves an INVALID index,
-    # which `DROP INDEX CONCURRENTLY` removes before `herald migrate` is run again.
+    # CONCURRENTLY cannot run inside a transaction, and a failed build leaves an INVALID
+    # index behind: drop it first, so `herald migrate` can simply be run again.
     with op.get_context().autocommit_block():
         for name, table, columns, where in indexes:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
             op.create_index(name, table, columns, unique=False, postgresql_concurrently=True,
                             **where)
 
