@@ -393,7 +393,7 @@ def test_herald_prune_deletes_old_results_now_and_says_what(
     assert "deleted 0 deliveries" in stack.run("prune").stdout
 
 
-def test_herald_prune_refuses_a_retention_under_an_hour(tmp_path: Path) -> None:
+def test_a_retention_under_an_hour_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3600"):
         Settings(data_dir=tmp_path, result_retention_s=60)
     assert Settings(data_dir=tmp_path, result_retention_s=0).result_retention_s == 0
