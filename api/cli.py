@@ -6,6 +6,7 @@
     herald migrate    Alembic upgrade to head
     herald keys ...   create / list / revoke access keys
     herald results    a request's per-endpoint outcomes
+    herald prune      delete final results older than HERALD_RESULT_RETENTION_S, now
     herald dashboard-link   a signed link that opens the operations dashboard
 """
 
@@ -177,6 +178,38 @@ def cmd_results(args: argparse.Namespace) -> None:
               f"{(r.get('StatusMessage') or '')[:60]}")
 
 
+def cmd_prune(_args: argparse.Namespace) -> None:
+    import time
+
+    from worker import retention
+    from worker.db import session_factory
+
+    settings = _settings()
+    sessions = session_factory(settings)
+    keep_s = settings.result_retention_s
+    report = retention.PruneReport()
+    for again in (False, True):
+        rolled = retention.roll_up_attempts(sessions)
+        report.add(retention.prune(sessions, retention_s=keep_s, max_batches=None))
+        report.attempts_rolled_up += rolled
+        waiting = retention.final_left(sessions, retention_s=keep_s)
+        if not waiting or again:
+            break
+        # Attempts are rolled up to ids seen a settling time ago (worker/retention.py); on a
+        # database no worker has maintained yet, old deliveries wait for that once.
+        print(f"{waiting} old deliveries wait for their attempts to be rolled up; again in "
+              f"{retention.ROLLUP_SETTLE_S:g} s", file=sys.stderr)
+        time.sleep(retention.ROLLUP_SETTLE_S)
+    if keep_s <= 0:
+        print("HERALD_RESULT_RETENTION_S is 0: results are kept forever, nothing deleted")
+        return
+    print(f"{report} (final results older than {keep_s} s; "
+          f"{report.attempts_rolled_up} attempts rolled up)")
+    if waiting:
+        print(f"{waiting} old deliveries are still held; another pass deletes them",
+              file=sys.stderr)
+
+
 def cmd_dashboard_link(args: argparse.Namespace) -> None:
     from api.dashboard import SESSION_S, login_link
 
@@ -227,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     results.add_argument("request_id")
     results.add_argument("--json", action="store_true")
     results.set_defaults(func=cmd_results)
+
+    prune = commands.add_parser(
+        "prune", help="delete final results older than HERALD_RESULT_RETENTION_S, now")
+    prune.set_defaults(func=cmd_prune)
 
     link = commands.add_parser("dashboard-link",
                                help="print a signed link that opens the dashboard")

@@ -37,7 +37,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from worker import reports
+from worker import reports, retention
 from worker.config import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -297,6 +297,7 @@ def overview(
         points = reports.timeline(session, win, app)
         rates = reports.success_rates(session, win, app)
         failures = reports.latest_failures(session, win, app)
+        oldest = retention.oldest_result(session)
     by_status = stacked_chart(
         "chart-status", "Deliveries by status", win, points, lambda p: p.status,
         list(STATUS_COLORS), STATUS_COLORS,
@@ -311,7 +312,18 @@ def overview(
         request, "overview.html", signed_in=True, win=win, app=app, charts=[by_status, by_channel],
         totals=totals, total=sum(totals.values()), rates=rates, failures=failures,
         failed=sum(totals.get(status, 0) for status in reports.FAILURES),
+        kept_for=_kept_for(request.app.state.herald.settings.result_retention_s), oldest=oldest,
     )
+
+
+def _kept_for(retention_s: int) -> str:
+    """How long results are kept, in words (HERALD_RESULT_RETENTION_S)."""
+    if retention_s <= 0:
+        return "forever"
+    if retention_s % 86400 == 0:
+        days = retention_s // 86400
+        return f"for {days} day{'s' if days != 1 else ''}"
+    return f"for {retention_s / 3600:g} hours"
 
 
 @router.get("/requests", name="dashboard_find_request")

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PINPOINT_DEFAULT_RPS = 6000.0
+MIN_RESULT_RETENTION_S = 3600
 
 
 class ConfigError(RuntimeError):
@@ -76,6 +77,22 @@ class Settings(BaseSettings):
     # Operations: /metrics unsigned (false: SigV4 like the API); fleet-wide numbers' cache.
     metrics_open: bool = True
     metrics_cache_s: float = Field(default=5.0, ge=0, le=300)
+
+    # issue 13: retention
+    # Final results (deliveries, their attempts, requests with nothing left) older than this
+    # are deleted by the workers every retention_interval_s; 0 keeps them forever.
+    result_retention_s: int = Field(default=2_592_000, ge=0)
+    retention_interval_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("result_retention_s")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        # A client may still read a result through the results extension after its send;
+        # a floor of an hour stops a slip of units (30 for 30 days) from deleting those.
+        if 0 < value < MIN_RESULT_RETENTION_S:
+            raise ValueError(f"must be 0 (keep forever) or at least {MIN_RESULT_RETENTION_S} "
+                             "seconds")
+        return value
 
     @field_validator(
         "apns_url", "apns_sandbox_url", "fcm_url", "adm_url", "baidu_url", "twilio_url"

@@ -6,18 +6,25 @@ worker's outcomes (DESIGN.md §5), so the delivery metrics are read from it inst
 :class:`FleetCollector` is a custom collector that any API process's ``/metrics`` runs, and
 one scrape target shows the whole fleet. No pushgateway, no worker-side exporter.
 
-- Deliveries by channel and status: one ``GROUP BY`` over ``deliveries``, cached for
-  ``HERALD_METRICS_CACHE_S`` (and never re-run sooner than 20 times its own last duration, so a
-  large table cannot turn scrapes into load). Final rows never change again, so their count
-  is a counter; rows still in flight are a gauge.
-- Attempts, retries and provider latency: ``delivery_attempts`` rows are only ever inserted,
-  with increasing ids, so each collector folds in just the rows it has not seen — one
-  aggregate over a primary-key range per refresh, whatever the table's size. It folds up to
-  the highest id seen at the *previous* refresh, so a transaction that took its ids before
-  then has had a whole cache period to commit (ids are handed out before commit).
+Retention (worker/retention.py) deletes old rows, and a counter must never go down, so what
+pruning removes is kept as totals and every number is "totals + live rows", read in ONE
+statement (one snapshot on Postgres under READ COMMITTED, and on SQLite, where pysqlite opens
+no transaction for a SELECT) so a prune or roll-up committing between two reads is never
+counted twice or missed:
+
+- Deliveries by channel and status: ``delivery_totals`` (final rows pruned, added in the
+  same transaction as their delete) plus one ``GROUP BY`` over ``deliveries``. Final rows
+  never change again, so their count is a counter; rows still in flight are a gauge.
+- Attempts, retries and provider latency: ``attempt_totals`` (attempts with ids up to the
+  ``rollup_state`` watermark, rolled up by the workers' maintenance pass) plus the aggregate
+  of the attempts above the watermark — a primary-key range of about one maintenance
+  interval, whatever the table's size. Pruning only deletes attempts at or below the
+  watermark, so a collector started after a prune reports what one started before it does.
 - Queue depth: ``LLEN`` of the Celery queue on a Redis broker.
 
-Every API process reports the same fleet numbers: aggregate them with ``max``, not ``sum``.
+Reads are cached for ``HERALD_METRICS_CACHE_S`` (and never re-run sooner than 20 times their
+own last duration, so a large table cannot turn scrapes into load). Every API process reports
+the same fleet numbers: aggregate them with ``max``, not ``sum``.
 """
 
 from __future__ import annotations
@@ -37,11 +44,18 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select, text
+from sqlalchemy import ColumnElement, Select, case, func, literal, select, text, true, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db import utcnow
-from worker.models import Delivery, DeliveryAttempt
+from worker.models import (
+    LATENCY_BUCKET_COLUMNS,
+    AttemptTotal,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryTotal,
+    RollupState,
+)
 
 log = structlog.get_logger("herald.metrics")
 
@@ -55,6 +69,7 @@ PENDING = "PENDING"  # a row not yet attempted has no DeliveryStatus
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
 _STATEMENT_TIMEOUT_MS = 5000
+assert len(LATENCY_BUCKET_COLUMNS) == len(LATENCY_BUCKETS_S)
 
 # How long a SendUsersMessages call waited for final outcomes (DESIGN.md §4), by whether every
 # recipient was final before HERALD_SYNC_TIMEOUT_S. Kept per API process (multiprocess-safe).
@@ -85,6 +100,8 @@ class _Snapshot:
     # (channel, status, final) -> rows
     deliveries: dict[tuple[str, str, bool], int] = field(default_factory=dict)
     sending: int = 0
+    # (channel, provider, status) -> totals
+    attempts: dict[tuple[str, str, str], _AttemptTotals] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
     queue_unacked: int | None = None
     taken_at: float = 0.0
@@ -109,9 +126,6 @@ class FleetCollector(Collector):
         self._clock = clock
         self._lock = threading.Lock()
         self._snapshot = _Snapshot()
-        self._attempts: dict[tuple[str, str, str], _AttemptTotals] = {}
-        self._folded_upto = 0  # attempt ids <= this are in self._attempts
-        self._horizon: int | None = None  # the highest attempt id seen at the last refresh
         self._errors = 0
         self._redis: Any = None
         if broker_url and broker_url.startswith(("redis://", "rediss://", "unix://")):
@@ -140,7 +154,7 @@ class FleetCollector(Collector):
                             text(f"SET LOCAL statement_timeout = {_STATEMENT_TIMEOUT_MS}")
                         )
                     fresh.deliveries, fresh.sending = _count_deliveries(session)
-                    self._fold_attempts(session)
+                    fresh.attempts = _count_attempts(session)
             except Exception as exc:
                 self._errors += 1
                 log.warning("fleet metrics not refreshed", error=f"{type(exc).__name__}: {exc}")
@@ -155,25 +169,6 @@ class FleetCollector(Collector):
                 log.warning("queue depth not read", error=f"{type(exc).__name__}: {exc}")
             fresh.taken_at = now
             self._snapshot = fresh
-
-    def _fold_attempts(self, session: Session) -> None:
-        highest = session.scalar(select(func.max(DeliveryAttempt.id))) or 0
-        # First refresh: take everything there is. Later: up to the previous refresh's highest
-        # id, so rows whose transaction was still open then are not skipped for good.
-        upto = highest if self._horizon is None else min(self._horizon, highest)
-        self._horizon = highest
-        if upto <= self._folded_upto:
-            return
-        for row in _aggregate_attempts(session, self._folded_upto, upto):
-            channel, provider, status, count, retries, duration_ms, *buckets = row
-            key = (channel or "", provider, status)
-            totals = self._attempts.setdefault(key, _AttemptTotals())
-            totals.count += int(count)
-            totals.retries += int(retries or 0)
-            totals.duration_s += float(duration_ms or 0) / 1000
-            for index, value in enumerate(buckets):
-                totals.buckets[index] += int(value or 0)
-        self._folded_upto = upto
 
     def _queue_state(self) -> tuple[dict[str, int], int | None]:
         if self._redis is None:
@@ -192,10 +187,9 @@ class FleetCollector(Collector):
         self.refresh()
         with self._lock:
             snapshot = self._snapshot
-            attempts = {key: _copy(totals) for key, totals in self._attempts.items()}
             errors = self._errors
         yield from _delivery_families(snapshot)
-        yield from _attempt_families(attempts)
+        yield from _attempt_families(snapshot.attempts)
         if snapshot.queue_unacked is not None:
             depth = GaugeMetricFamily(
                 "herald_queue_depth", "Delivery tasks waiting in the broker queue",
@@ -227,23 +221,22 @@ class FleetCollector(Collector):
         )
 
 
-def _copy(totals: _AttemptTotals) -> _AttemptTotals:
-    return _AttemptTotals(totals.count, totals.retries, totals.duration_s, list(totals.buckets))
-
-
 def _count_deliveries(session: Session) -> tuple[dict[tuple[str, str, bool], int], int]:
     now = utcnow()
-    rows = session.execute(
-        select(
-            Delivery.channel_type,
-            Delivery.delivery_status,
-            Delivery.final,
-            func.count(),
-            func.sum(case((Delivery.lease_until > now, 1), else_=0)),
-        ).group_by(Delivery.channel_type, Delivery.delivery_status, Delivery.final)
+    live = select(
+        Delivery.channel_type,
+        Delivery.delivery_status,
+        Delivery.final,
+        func.count(),
+        func.sum(case((Delivery.lease_until > now, 1), else_=0)),
+    ).group_by(Delivery.channel_type, Delivery.delivery_status, Delivery.final)
+    pruned = select(
+        DeliveryTotal.channel_type, DeliveryTotal.delivery_status, true(), DeliveryTotal.count,
+        literal(0),
     )
     counts: dict[tuple[str, str, bool], int] = {}
     sending = 0
+    rows: Iterable[Sequence[Any]] = session.execute(union_all(live, pruned))
     for channel, status, final, count, leased in rows:
         key = (channel or "", status or PENDING, bool(final))
         counts[key] = counts.get(key, 0) + int(count)
@@ -252,14 +245,22 @@ def _count_deliveries(session: Session) -> tuple[dict[tuple[str, str, bool], int
     return counts, sending
 
 
-def _aggregate_attempts(session: Session, after: int, upto: int) -> Iterable[Sequence[Any]]:
+def _rolled_up_to() -> ColumnElement[int]:
+    """The attempt id up to which attempts are in ``attempt_totals`` (a scalar subquery)."""
+    return func.coalesce(
+        select(RollupState.attempts_rolled_upto).where(RollupState.id == 1).scalar_subquery(), 0
+    )
+
+
+def aggregate_attempts(after: int, upto: int | None = None) -> Select[*tuple[Any, ...]]:
     """Attempts with ids in (after, upto], summed by (channel, provider, status), with the
-    cumulative latency bucket counts computed by the database."""
+    cumulative latency bucket counts computed by the database. Columns in the order of
+    ``attempt_totals``: channel, provider, status, count, retries, duration_ms, buckets."""
     duration = DeliveryAttempt.duration_ms
     bucket_columns = [
         func.sum(case((duration <= bound * 1000, 1), else_=0)) for bound in LATENCY_BUCKETS_S
     ]
-    return session.execute(
+    query = (
         select(
             Delivery.channel_type,
             DeliveryAttempt.provider,
@@ -270,9 +271,53 @@ def _aggregate_attempts(session: Session, after: int, upto: int) -> Iterable[Seq
             *bucket_columns,
         )
         .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-        .where(DeliveryAttempt.id > after, DeliveryAttempt.id <= upto)
+        .where(DeliveryAttempt.id > after)
         .group_by(Delivery.channel_type, DeliveryAttempt.provider, DeliveryAttempt.delivery_status)
-    ).all()
+    )
+    return query if upto is None else query.where(DeliveryAttempt.id <= upto)
+
+
+def _add_attempt_row(
+    totals: dict[tuple[str, str, str], _AttemptTotals], row: Sequence[Any]
+) -> None:
+    """Add one row shaped like :func:`aggregate_attempts`' to ``totals``."""
+    channel, provider, status, count, retries, duration_ms, *buckets = row
+    entry = totals.setdefault((channel or "", provider, status), _AttemptTotals())
+    entry.count += int(count)
+    entry.retries += int(retries or 0)
+    entry.duration_s += float(duration_ms or 0) / 1000
+    for index, value in enumerate(buckets):
+        entry.buckets[index] += int(value or 0)
+
+
+def _count_attempts(session: Session) -> dict[tuple[str, str, str], _AttemptTotals]:
+    """``attempt_totals`` plus the attempts above the watermark, in one statement.
+
+    The watermark goes in as a value, not a subquery: with a subquery Postgres cannot know
+    how few rows lie above it and plans a scan of ``deliveries``. Each row also carries the
+    watermark as the statement saw it; if a roll-up moved it after it was read, read again.
+    """
+    watermark = _read_watermark(session)
+    for _ in range(3):
+        rolled = select(
+            AttemptTotal.channel_type, AttemptTotal.provider, AttemptTotal.delivery_status,
+            AttemptTotal.count, AttemptTotal.retries, AttemptTotal.duration_ms,
+            *[getattr(AttemptTotal, name) for name in LATENCY_BUCKET_COLUMNS], _rolled_up_to(),
+        )
+        live = aggregate_attempts(watermark).add_columns(_rolled_up_to())
+        rows = session.execute(union_all(rolled, live)).all()
+        seen = {int(row[-1]) for row in rows}
+        if seen <= {watermark}:
+            totals: dict[tuple[str, str, str], _AttemptTotals] = {}
+            for row in rows:
+                _add_attempt_row(totals, row[:-1])
+            return totals
+        watermark = max(seen)
+    raise RuntimeError("attempt roll-ups moved the watermark during three reads in a row")
+
+
+def _read_watermark(session: Session) -> int:
+    return int(session.scalar(select(_rolled_up_to())) or 0)
 
 
 def _delivery_families(snapshot: _Snapshot) -> Iterator[Metric]:

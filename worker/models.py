@@ -2,7 +2,9 @@
 
 The ``deliveries`` table is the result table dashboards read: one row per (request,
 recipient), where a recipient is an endpoint id (user and endpoint sends) or an address
-(address sends). ``delivery_attempts`` keeps every try.
+(address sends). ``delivery_attempts`` keeps every try. Rows older than the retention window
+are pruned (worker/retention.py); ``delivery_totals``, ``attempt_totals`` and
+``rollup_state`` keep what the fleet-wide counters need of them.
 """
 
 from __future__ import annotations
@@ -95,7 +97,11 @@ class Channel(Base):
 
 class MessageRequest(Base):
     __tablename__ = "message_requests"
-    __table_args__ = (Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),
+        # Retention finds requests older than the window, whatever their app.
+        Index("ix_message_requests_created_at", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     app_id: Mapped[str] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
@@ -129,6 +135,13 @@ class Delivery(Base):
             "app_id",
             postgresql_where=text("NOT final"),
             sqlite_where=text("NOT final"),
+        ),
+        # Retention deletes final rows oldest first.
+        Index(
+            "ix_deliveries_final_at",
+            "final_at",
+            postgresql_where=text("final"),
+            sqlite_where=text("final"),
         ),
         ForeignKeyConstraint(["request_id"], ["message_requests.id"], ondelete="CASCADE"),
     )
@@ -173,6 +186,65 @@ class DeliveryAttempt(Base):
     message_id: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
     duration_ms: Mapped[float]
+
+
+# attempt_totals' latency bucket columns, one per bound of worker.metrics.LATENCY_BUCKETS_S.
+LATENCY_BUCKET_COLUMNS = (
+    "le_0_005", "le_0_01", "le_0_025", "le_0_05", "le_0_1", "le_0_25", "le_0_5",
+    "le_1", "le_2_5", "le_5", "le_10", "le_30",
+)
+
+
+class DeliveryTotal(Base):
+    """Final deliveries that retention has deleted, counted by channel and status."""
+
+    __tablename__ = "delivery_totals"
+
+    channel_type: Mapped[str] = mapped_column(String(24), primary_key=True)  # "" for none
+    delivery_status: Mapped[str] = mapped_column(String(24), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class AttemptTotal(Base):
+    """Attempts rolled up (ids up to ``rollup_state.attempts_rolled_upto``), cumulative."""
+
+    __tablename__ = "attempt_totals"
+
+    channel_type: Mapped[str] = mapped_column(String(24), primary_key=True)  # "" for none
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    delivery_status: Mapped[str] = mapped_column(String(24), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    retries: Mapped[int] = mapped_column(BigInteger)
+    duration_ms: Mapped[float]
+    # Cumulative counts of attempts no longer than each bound (Prometheus' le buckets).
+    le_0_005: Mapped[int] = mapped_column(BigInteger)
+    le_0_01: Mapped[int] = mapped_column(BigInteger)
+    le_0_025: Mapped[int] = mapped_column(BigInteger)
+    le_0_05: Mapped[int] = mapped_column(BigInteger)
+    le_0_1: Mapped[int] = mapped_column(BigInteger)
+    le_0_25: Mapped[int] = mapped_column(BigInteger)
+    le_0_5: Mapped[int] = mapped_column(BigInteger)
+    le_1: Mapped[int] = mapped_column(BigInteger)
+    le_2_5: Mapped[int] = mapped_column(BigInteger)
+    le_5: Mapped[int] = mapped_column(BigInteger)
+    le_10: Mapped[int] = mapped_column(BigInteger)
+    le_30: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupState(Base):
+    """One row: how far ``delivery_attempts`` has been rolled up into ``attempt_totals``.
+
+    A roll-up takes ids up to the highest id an earlier pass saw (``attempts_seen_upto``, at
+    ``attempts_seen_at``), never the highest id now: ids are handed out before commit, so a
+    row with a lower id may still be invisible when a higher one is seen.
+    """
+
+    __tablename__ = "rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    attempts_rolled_upto: Mapped[int] = mapped_column(BigInteger)
+    attempts_seen_upto: Mapped[int] = mapped_column(BigInteger)
+    attempts_seen_at: Mapped[datetime | None]
 
 
 class AccessKey(Base):
