@@ -28,7 +28,8 @@ from worker.endpoints import upsert_endpoints
 from worker.migrate import upgrade
 from worker.models import Delivery, DeliveryAttempt, Endpoint
 from worker.outages import DATABASE
-from worker.providers.base import ChannelConfig, Delivery as Message, DeliveryStatus, Outcome
+from worker.providers.base import ChannelConfig, DeliveryStatus, Outcome
+from worker.providers.base import Delivery as Message
 from worker.recovery import Sweeper, sweep
 from worker.sending import Accepted, accept_users_request
 

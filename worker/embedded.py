@@ -12,7 +12,7 @@ import structlog
 
 from worker.config import Settings
 from worker.delivery import deliver_batch
-from worker.recovery import Sweeper
+from worker.recovery import Housekeeping, Sweeper
 from worker.runtime import build_runtime
 
 log = structlog.get_logger("herald.embedded")
@@ -51,13 +51,12 @@ class EmbeddedWorker:
         # Work left unfinished by a previous run (the process was stopped mid-send).
         Sweeper(runtime.sessions, self.enqueue, grace_s=0,
                 batch_size=self._settings.batch_size).tick()
-        sweeper = Sweeper(runtime.sessions, self.enqueue, grace_s=self._settings.recovery_grace_s,
-                          batch_size=self._settings.batch_size)
+        housekeeping = Housekeeping(self._settings, runtime.sessions, self.enqueue)
         while True:
             try:
                 job = self._jobs.get(timeout=self._settings.sweep_interval_s)
             except queue.Empty:
-                sweeper.tick()
+                housekeeping.tick()
                 continue
             if job is None:
                 break

@@ -17,10 +17,12 @@ import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.config import Settings
 from worker.db import ping, utcnow
 from worker.delivery import WRITE_RETRY_MAX_S
 from worker.models import Delivery
 from worker.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
+from worker.retention import maintain
 
 log = structlog.get_logger("herald.recovery")
 
@@ -123,3 +125,36 @@ class Sweeper:
         if found:
             log.warning("recovered abandoned deliveries", count=found)
         return found
+
+
+class Housekeeping:
+    """What every worker runs on a timer, in the Celery worker's main process and in
+    ``herald serve`` alike: the recovery sweep every ``HERALD_SWEEP_INTERVAL_S`` and result
+    retention (``worker.retention.maintain``) every ``HERALD_RETENTION_INTERVAL_S``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        enqueue: Callable[[str, list[int]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._clock = clock
+        self._next_maintenance = clock()
+        self.sweeper = Sweeper(sessions, enqueue, grace_s=settings.recovery_grace_s,
+                               batch_size=settings.batch_size, clock=clock)
+
+    def tick(self) -> None:
+        self.sweeper.tick()
+        if self._clock() < self._next_maintenance:
+            return
+        self._next_maintenance = self._clock() + self._settings.retention_interval_s
+        try:
+            maintain(self._sessions, self._settings)
+        except Exception as exc:
+            if not database_unreachable(exc):
+                log.exception("result retention failed")
+                return
+            DATABASE.lost(exc)

@@ -26,7 +26,7 @@ from worker.config import get_settings
 from worker.db import session_factory
 from worker.delivery import Runtime, deliver_batch
 from worker.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
-from worker.recovery import Sweeper
+from worker.recovery import Housekeeping
 from worker.runtime import build_runtime
 
 log = structlog.get_logger("herald.worker")
@@ -108,12 +108,11 @@ def deliver(request_id: str, ids: list[int]) -> dict[str, Any]:
     return {"claimed": report.claimed, "final": report.final}
 
 
-def _sweep_forever(stop: threading.Event) -> None:
+def _housekeeping(stop: threading.Event) -> None:
     settings = get_settings()
-    sweeper = Sweeper(session_factory(settings), enqueue, grace_s=settings.recovery_grace_s,
-                      batch_size=settings.batch_size)
+    housekeeping = Housekeeping(settings, session_factory(settings), enqueue)
     while not stop.wait(settings.sweep_interval_s):
-        sweeper.tick()
+        housekeeping.tick()
 
 
 _stop_sweep = threading.Event()
@@ -121,8 +120,8 @@ _stop_sweep = threading.Event()
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_sweeper(**_: Any) -> None:
-    threading.Thread(target=_sweep_forever, args=(_stop_sweep,), daemon=True,
-                     name="herald-sweep").start()
+    threading.Thread(target=_housekeeping, args=(_stop_sweep,), daemon=True,
+                     name="herald-housekeeping").start()
 
 
 @signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]
