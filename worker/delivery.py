@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, and_, insert, or_, select, text, update
+from sqlalchemy import Row, Text, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import wire
@@ -34,6 +34,7 @@ from worker.providers.base import (
     Provider,
 )
 from worker.providers.base import Delivery as Message
+from worker.render_limits import RenderLimitExceeded
 from worker.rendering import Recipient, RenderError, render
 from worker.sending import delivery_uuid
 
@@ -43,6 +44,8 @@ MAX_CONCURRENT_SENDS = 200
 FLUSH_INTERVAL_S = 0.05
 # Tolerance for a task that arrives a little before its countdown (clock skew, eta jitter).
 EARLY_SLACK = timedelta(seconds=1)
+# Claims without a recorded outcome after which a row is quarantined (see _quarantined).
+QUARANTINE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -68,26 +71,53 @@ def backoff_delay(settings: Settings, attempt: int, retry_after: float | None) -
 
 
 class RequestCache:
-    """Parsed request payloads by id; a request's batches usually land on the same worker."""
+    """Parsed request payloads by id; a request's batches usually land on the same worker.
 
-    def __init__(self, size: int = 256) -> None:
+    Least recently used first out, bounded by the stored payloads' size as well as their
+    number: a request may be 7 MiB, so 256 of them could hold gigabytes per pool process."""
+
+    def __init__(self, size: int = 256, max_chars: int = 32 * 1024 * 1024) -> None:
         self._size = size
-        self._entries: dict[str, tuple[MessageRequest, Any]] = {}
+        self._max_chars = max_chars
+        self._chars = 0
+        self._entries: OrderedDict[str, tuple[MessageRequest, Any, int]] = OrderedDict()
 
     def get(self, session: Session, request_id: str) -> tuple[MessageRequest, Any] | None:
         entry = self._entries.get(request_id)
-        if entry is None:
-            request = session.get(MessageRequest, request_id)
-            if request is None:
-                return None
-            model = (
-                wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
-            )
-            entry = (request, model.model_validate(request.payload))
-            if len(self._entries) >= self._size:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[request_id] = entry
-        return entry
+        if entry is not None:
+            self._entries.move_to_end(request_id)
+            return entry[0], entry[1]
+        found = session.execute(
+            select(MessageRequest, func.length(cast(MessageRequest.payload, Text)))
+            .where(MessageRequest.id == request_id)
+        ).first()
+        if found is None:
+            return None
+        request, chars = found[0], int(found[1] or 0)
+        model = wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
+        parsed = model.model_validate(request.payload)
+        self._keep(request_id, (request, parsed, chars))
+        return request, parsed
+
+    def _keep(self, request_id: str, entry: tuple[MessageRequest, Any, int]) -> None:
+        chars = entry[2]
+        if chars > self._max_chars:
+            return  # used once, not kept
+        while self._entries and (
+            len(self._entries) >= self._size or self._chars + chars > self._max_chars
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self._chars -= evicted[2]
+        self._entries[request_id] = entry
+        self._chars += chars
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._entries
+
+    @property
+    def chars(self) -> int:
+        """The stored size of the payloads held (JSON characters)."""
+        return self._chars
 
 
 @dataclass
@@ -132,6 +162,37 @@ def _claim(session: Session, ids: list[int], lease_s: float) -> list[Claimed]:
     return list(claimed.all())
 
 
+def _quarantined(session: Session, rows: list[Claimed]) -> dict[int, Outcome]:
+    """Rows that were in flight in QUARANTINE_AFTER workers that died, with their outcome.
+
+    A claim adds one to ``attempts``; an outcome adds a ``delivery_attempts`` row. A claim
+    with no outcome was held by a worker that died (or lost its database) before recording.
+    DESIGN.md §4 allows one repeat of such a send; a row that keeps taking its worker down
+    with it — a poison pill — is made final instead of claimed again, so no input can take
+    down the whole fleet one worker after another."""
+    suspects = {row.id: row.attempts for row in rows if row.attempts > QUARANTINE_AFTER}
+    if not suspects:
+        return {}
+    recorded: dict[int, int] = {
+        delivery_id: count for delivery_id, count in session.execute(
+            select(DeliveryAttempt.delivery_id, func.count())
+            .where(DeliveryAttempt.delivery_id.in_(suspects))
+            .group_by(DeliveryAttempt.delivery_id)
+        )
+    }
+    quarantined: dict[int, Outcome] = {}
+    for row_id, attempts in suspects.items():
+        # ``attempts`` counts this claim too.
+        unrecorded = attempts - 1 - recorded.get(row_id, 0)
+        if unrecorded >= QUARANTINE_AFTER:
+            quarantined[row_id] = Outcome(
+                DeliveryStatus.PERMANENT_FAILURE, 500,
+                f"Quarantined: this delivery was being prepared or sent by a worker that "
+                f"died {unrecorded} times",
+            )
+    return quarantined
+
+
 def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | None:
     if isinstance(payload, wire.SendUsersMessageRequest):
         return payload.users.get(row.user_id or "")
@@ -163,42 +224,70 @@ def _prepare(
             )
         ).tuples().all())
     for row in rows:
-        channel_type = row.channel_type or ""
-        channel = channels.get(channel_type)
-        if channel is None or not channel.enabled:
-            prepared[row.id] = Outcome(
-                DeliveryStatus.PERMANENT_FAILURE, 400,
-                f"The {channel_type} channel is not enabled for this application.",
-            )
-            continue
-        recipient = Recipient(
-            channel_type=channel_type,
-            address=row.address or "",
-            endpoint_id=row.endpoint_id,
-            user_id=row.user_id,
-            document=documents.get(row.endpoint_id or ""),
-        )
+        # Whatever goes wrong preparing one row — a bug, an input nobody foresaw, even a
+        # MemoryError — is that row's final outcome; the rest of the batch goes on, and the
+        # worker lives to take the next task.
         try:
-            content = render(
-                payload.message_configuration,
-                recipient,
-                channel,
-                overrides=_overrides(payload, row),
-                context=payload.context,
-                default_origination_number=runtime.settings.default_origination_number,
+            prepared[row.id] = _prepare_one(
+                runtime, payload, channels.get(row.channel_type or ""), row,
+                documents.get(row.endpoint_id or ""),
             )
-        except RenderError as exc:
-            prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
-            continue
-        message = Message(
-            delivery_id=delivery_uuid(row.request_id, row.recipient),
-            channel_type=channel_type,
-            address=row.address or "",
-            content=content,
-            attempt=row.attempts,
-        )
-        prepared[row.id] = (message, channel)
+        except Exception as exc:
+            log.exception(
+                "could not prepare a delivery", app_id=row.app_id, request_id=row.request_id,
+                delivery_id=row.id, endpoint_id=row.endpoint_id, error=type(exc).__name__,
+            )
+            prepared[row.id] = Outcome(
+                DeliveryStatus.PERMANENT_FAILURE, 500,
+                f"Herald could not prepare this message ({type(exc).__name__}); "
+                "it will not be retried",
+            )
     return prepared
+
+
+def _prepare_one(
+    runtime: Runtime,
+    payload: Any,
+    channel: ChannelConfig | None,
+    row: Claimed,
+    document: dict[str, Any] | None,
+) -> tuple[Message, ChannelConfig] | Outcome:
+    channel_type = row.channel_type or ""
+    if channel is None or not channel.enabled:
+        return Outcome(
+            DeliveryStatus.PERMANENT_FAILURE, 400,
+            f"The {channel_type} channel is not enabled for this application.",
+        )
+    recipient = Recipient(
+        channel_type=channel_type,
+        address=row.address or "",
+        endpoint_id=row.endpoint_id,
+        user_id=row.user_id,
+        document=document,
+    )
+    try:
+        content = render(
+            payload.message_configuration,
+            recipient,
+            channel,
+            overrides=_overrides(payload, row),
+            context=payload.context,
+            default_origination_number=runtime.settings.default_origination_number,
+        )
+    except RenderLimitExceeded as exc:
+        log.warning("message over its rendering budget", app_id=row.app_id,
+                    request_id=row.request_id, endpoint_id=row.endpoint_id, reason=str(exc))
+        return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+    except RenderError as exc:
+        return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+    message = Message(
+        delivery_id=delivery_uuid(row.request_id, row.recipient),
+        channel_type=channel_type,
+        address=row.address or "",
+        content=content,
+        attempt=row.attempts,
+    )
+    return message, channel
 
 
 async def _send_and_record(
@@ -380,10 +469,15 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     """Claim, render, send and record one batch. Returns what must be retried, and when."""
     with runtime.sessions() as session, session.begin():
         rows = _claim(session, ids, runtime.lease_s)
+        quarantined = _quarantined(session, rows)
     if not rows:
         return BatchReport()
+    for row_id, outcome in quarantined.items():
+        log.error("delivery quarantined", request_id=request_id, delivery_id=row_id,
+                  reason=outcome.status_message)
+    prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = dict(quarantined)
     with runtime.sessions() as session:
-        prepared = _prepare(runtime, session, rows)
+        prepared.update(_prepare(runtime, session, [r for r in rows if r.id not in quarantined]))
         entry = runtime.requests.get(session, request_id)
     created = entry[0].created_at if entry else None
     if created is not None and created.tzinfo is None:
