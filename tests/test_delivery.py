@@ -4,6 +4,7 @@ cache's memory bound. Channels without a transport deliver to the console provid
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -151,6 +152,30 @@ def test_a_message_over_its_budget_fails_before_it_is_built(runtime: Runtime) ->
     for status, code, message, final, _ in _outcomes(runtime, request_id).values():
         assert (status, code, final) == ("PERMANENT_FAILURE", 400, True)
         assert "would exceed 10,485,760 characters" in message
+
+
+def test_a_batch_holds_a_bounded_amount_of_rendered_text(runtime: Runtime) -> None:
+    """Rows past the batch's rendering budget are handed back untried and come back as a
+    retry due now; each batch sends at least one, so every row is delivered, once."""
+    users = {f"u{i}": {} for i in range(5)}
+    request_id, ids = _email_send(runtime, users, {
+        "Body": "{{A}}", "Substitutions": {"A": ["x" * 1_000]}})
+    small = dataclasses.replace(runtime, batch_render_chars=2_500)  # two messages of 1,000
+
+    first = deliver_batch(small, request_id, sorted(ids.values()))
+
+    assert first.final == 2
+    assert [(retry.delay_s, len(retry.ids)) for retry in first.retries or ()] == [(0.0, 3)]
+    waiting = _outcomes(runtime, request_id)
+    assert sorted(row[4] for row in waiting.values()) == [0, 0, 0, 1, 1]  # claims undone
+    pending = (first.retries or [])[0].ids
+    while pending:
+        report = deliver_batch(small, request_id, pending)
+        assert report.final >= 1
+        pending = [i for retry in report.retries or () for i in retry.ids]
+    outcomes = _outcomes(runtime, request_id)
+    assert {row[0] for row in outcomes.values()} == {"SUCCESSFUL"}
+    assert {row[4] for row in outcomes.values()} == {1}
 
 
 def _stored_request(runtime: Runtime, app_id: str, padding: int) -> str:

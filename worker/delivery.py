@@ -34,7 +34,7 @@ from worker.providers.base import (
     Provider,
 )
 from worker.providers.base import Delivery as Message
-from worker.render_limits import RenderLimitExceeded
+from worker.render_limits import MAX_BATCH_RENDERED_CHARS, RenderBudget, RenderLimitExceeded
 from worker.rendering import Recipient, RenderError, render
 from worker.sending import delivery_uuid
 
@@ -132,6 +132,9 @@ class Runtime:
     requests: RequestCache
     notify: Callable[[str], None]
     lease_s: float = 60.0
+    # Rendered characters one batch may hold before sending; the rest wait for a batch of
+    # their own (issue 14).
+    batch_render_chars: int = MAX_BATCH_RENDERED_CHARS
 
 
 # What a worker needs of a claimed row, as a plain row rather than an ORM object.
@@ -203,16 +206,18 @@ def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | N
 
 def _prepare(
     runtime: Runtime, session: Session, rows: list[Claimed]
-) -> dict[int, tuple[Message, ChannelConfig] | Outcome]:
-    """Render every claimed row: a message to send, or a final outcome."""
+) -> tuple[dict[int, tuple[Message, ChannelConfig] | Outcome], list[int]]:
+    """Render every claimed row: a message to send, or a final outcome. Rows past the
+    batch's rendering budget are not rendered; their ids come back to be deferred."""
     prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = {}
+    deferred: list[int] = []
     if not rows:
-        return prepared
+        return prepared, deferred
     entry = runtime.requests.get(session, rows[0].request_id)
     if entry is None:
         for row in rows:
             prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 404, "Request deleted.")
-        return prepared
+        return prepared, deferred
     request, payload = entry
     channels = runtime.channels.for_app(session, request.app_id)
     endpoint_ids = [r.endpoint_id for r in rows if r.endpoint_id]
@@ -223,26 +228,38 @@ def _prepare(
                 Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
             )
         ).tuples().all())
+    # A batch holds its rendered messages until they are sent: bound what it holds, so that
+    # a batch of large messages costs a bounded amount of memory, not batch size × 10 MiB.
+    held = 0
     for row in rows:
+        if deferred:
+            deferred.append(row.id)
+            continue
+        budget = RenderBudget()
         # Whatever goes wrong preparing one row — a bug, an input nobody foresaw, even a
         # MemoryError — is that row's final outcome; the rest of the batch goes on, and the
         # worker lives to take the next task.
         try:
-            prepared[row.id] = _prepare_one(
+            item = _prepare_one(
                 runtime, payload, channels.get(row.channel_type or ""), row,
-                documents.get(row.endpoint_id or ""),
+                documents.get(row.endpoint_id or ""), budget,
             )
         except Exception as exc:
             log.exception(
                 "could not prepare a delivery", app_id=row.app_id, request_id=row.request_id,
                 delivery_id=row.id, endpoint_id=row.endpoint_id, error=type(exc).__name__,
             )
-            prepared[row.id] = Outcome(
+            item = Outcome(
                 DeliveryStatus.PERMANENT_FAILURE, 500,
                 f"Herald could not prepare this message ({type(exc).__name__}); "
                 "it will not be retried",
             )
-    return prepared
+        if isinstance(item, tuple) and held and held + budget.chars > runtime.batch_render_chars:
+            deferred.append(row.id)  # the first message always fits: each batch progresses
+            continue
+        held += budget.chars if isinstance(item, tuple) else 0
+        prepared[row.id] = item
+    return prepared, deferred
 
 
 def _prepare_one(
@@ -251,6 +268,7 @@ def _prepare_one(
     channel: ChannelConfig | None,
     row: Claimed,
     document: dict[str, Any] | None,
+    budget: RenderBudget,
 ) -> tuple[Message, ChannelConfig] | Outcome:
     channel_type = row.channel_type or ""
     if channel is None or not channel.enabled:
@@ -273,6 +291,7 @@ def _prepare_one(
             overrides=_overrides(payload, row),
             context=payload.context,
             default_origination_number=runtime.settings.default_origination_number,
+            budget=budget,
         )
     except RenderLimitExceeded as exc:
         log.warning("message over its rendering budget", app_id=row.app_id,
@@ -465,6 +484,19 @@ def _record(
     return report
 
 
+def _release(runtime: Runtime, ids: list[int]) -> None:
+    """Hand back rows claimed but not tried (deferred to a batch of their own): the claim is
+    undone, so it neither counts as an attempt nor as a claim lost in a dead worker."""
+    now = utcnow()
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(lease_until=None, attempts=Delivery.attempts - 1, next_attempt_at=now,
+                    updated_at=now)
+        )
+
+
 def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchReport:
     """Claim, render, send and record one batch. Returns what must be retried, and when."""
     with runtime.sessions() as session, session.begin():
@@ -475,10 +507,12 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     for row_id, outcome in quarantined.items():
         log.error("delivery quarantined", request_id=request_id, delivery_id=row_id,
                   reason=outcome.status_message)
-    prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = dict(quarantined)
     with runtime.sessions() as session:
-        prepared.update(_prepare(runtime, session, [r for r in rows if r.id not in quarantined]))
+        prepared, deferred = _prepare(
+            runtime, session, [r for r in rows if r.id not in quarantined]
+        )
         entry = runtime.requests.get(session, request_id)
+    prepared.update(quarantined)
     created = entry[0].created_at if entry else None
     if created is not None and created.tzinfo is None:
         created = created.replace(tzinfo=utcnow().tzinfo)
@@ -492,6 +526,10 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     if refused:
         report = _write(runtime, [by_id[i] for i in refused], refused, created)
         report.claimed = len(rows)
+    if deferred:
+        _release(runtime, deferred)
+        assert report.retries is not None
+        report.retries.append(Retry(0.0, deferred))
     work = {i: p for i, p in prepared.items() if isinstance(p, tuple)}
     if work:
         sent = runtime.loop.run_until_complete(_send_and_record(runtime, by_id, work, created))

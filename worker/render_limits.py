@@ -25,6 +25,10 @@ MAX_RENDERED_CHARS = 10 * MIB
 # Variables one rendered message may insert: a template with this many placeholders is a
 # generator, not a message, and each one costs a lookup.
 MAX_VARIABLE_REFERENCES = 10_000
+# What one batch may hold rendered before it sends: a batch of 100 large e-mails would
+# otherwise hold 100 × 10 MiB in one worker process. Rows past it wait for a batch of their
+# own (the first message of a batch always fits, so every batch progresses).
+MAX_BATCH_RENDERED_CHARS = 64 * MIB
 # Intake: the substitutions of one request, over every map it carries (the message's,
 # each channel message's and each user's, endpoint's or address's).
 MAX_SUBSTITUTION_KEYS = 10_000
