@@ -223,11 +223,13 @@ def _prepare(
     endpoint_ids = [r.endpoint_id for r in rows if r.endpoint_id]
     documents: dict[str, dict[str, Any]] = {}
     if endpoint_ids:
-        documents = dict(session.execute(
-            select(Endpoint.id, Endpoint.document).where(
-                Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
+        documents = {
+            endpoint_id: document for endpoint_id, document in session.execute(
+                select(Endpoint.id, Endpoint.document).where(
+                    Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
+                )
             )
-        ).tuples().all())
+        }
     # A batch holds its rendered messages until they are sent: bound what it holds, so that
     # a batch of large messages costs a bounded amount of memory, not batch size × 10 MiB.
     held = 0
