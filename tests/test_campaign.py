@@ -4,9 +4,12 @@ Every request is SigV4-signed with botocore (as any SDK would sign it) and sent 
 so the server sees input boto3 would refuse to build: members of the wrong type, missing
 members, huge strings, deep nesting, NaN and 1e400, NUL and lone surrogates, control
 characters, invalid base64 in ``RawEmail.Data``, percent-encoded oddities in path parameters,
-odd query strings. For every answer:
+odd query strings, template-shaped strings (``{{`` and ``}}`` unbalanced and nested, long
+whitespace inside ``{{ }}``) and, in sends, huge substitutions (many keys, huge values,
+bodies that would render far past the per-message limit). For every answer:
 
 - no 5xx, and no stack trace in any body;
+- no worker process dies (the poison pill of issue 14 used to kill them);
 - every error is Pinpoint-shaped: ``X-Amzn-ErrorType`` among Pinpoint's names, a
   ``{"Message", "RequestID"}`` body whose id matches ``x-amzn-RequestId``;
 - a correctly signed request is never refused as badly signed (403);
@@ -30,6 +33,7 @@ import copy
 import json
 import random
 import string
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +52,7 @@ from sqlalchemy.engine import Engine
 
 from tests.keys import p8_key, service_account_json
 from tests.report import figure
-from tests.stack import ARTIFACTS, ROOT_KEY_ID, ROOT_SECRET
+from tests.stack import ARTIFACTS, ROOT_KEY_ID, ROOT_SECRET, Stack
 
 ERROR_TYPES = {
     "BadRequestException", "ForbiddenException", "NotFoundException",
@@ -57,7 +61,7 @@ ERROR_TYPES = {
 }
 CHANNEL_KINDS = ("apns", "apns_sandbox", "apns_voip", "apns_voip_sandbox", "gcm", "baidu",
                  "adm", "email", "sms", "voice")
-# Examples per route; the whole file runs in about a minute and a half.
+# Examples per route; the whole file runs in about a minute and three quarters.
 BODY_EXAMPLES = 300
 CHANNEL_EXAMPLES = 500
 PATH_EXAMPLES = 700
@@ -79,6 +83,14 @@ NASTY_STRINGS = [
     "%00", "%s%n", "NaN", "-0", "1e400", "true", "null", "A" * 257, "B" * 4097,
     "not base64!", "====", "AAA", "+15555550100", "user@example.com",
 ]
+# What the renderer scans: braces unbalanced and nested, and whitespace runs that made the
+# former variable regex backtrack cubically (issue 14).
+TEMPLATE_STRINGS = [
+    "{{", "}}", "{{{{a}}}}", "{{{Name}}}", "{{ {{Name}} }}", "{{Name}", "{Name}}", "}}{{",
+    "{{}}", "{{ }}", "{{\t\n}}", "{{" + " " * 20_000, "{{" + " " * 20_000 + "}",
+    "{{ " + "\t" * 5_000 + "Name" + " " * 5_000 + " }}", "{{ " * 5_000, "{" * 10_000 + "}}",
+    "{{User.UserAttributes.Name}}" * 1_000, "{{Name}}" * 20_000,
+]
 # Tokens the JSON encoder cannot produce, spliced into the text after encoding.
 RAW_TOKENS = {"__BIG_FLOAT__": "1e400", "__MINUS_BIG__": "-1e400", "__HUGE_INT__": "9" * 5000}
 
@@ -87,11 +99,19 @@ def _huge(n: int) -> str:
     return "H" * n
 
 
+template_strings = st.one_of(
+    st.sampled_from(TEMPLATE_STRINGS),
+    st.lists(st.sampled_from(["{{", "}}", "{", "}", " ", "\t", "\n", "Name", "a b", "{{Name}}"]),
+             min_size=1, max_size=30).map("".join),
+)
+
+
 strings = st.one_of(
     st.text(max_size=24),
     st.sampled_from(NASTY_STRINGS),
     st.text(alphabet=st.characters(max_codepoint=0x1F), min_size=1, max_size=8),
     st.sampled_from([1000, 70_000, 600_000]).map(_huge),
+    template_strings,
     # Long and incompressible: what an index entry or a header cannot hold.
     st.binary(min_size=200, max_size=3000).map(lambda b: base64.b64encode(b).decode()),
 )
@@ -153,7 +173,7 @@ def mutated(data: st.DataObject, base: Any) -> Any:
         if operation == "replace":
             value: Any = data.draw(json_values, label="value")
         elif operation == "nasty":
-            value = data.draw(st.sampled_from(NASTY_STRINGS), label="string")
+            value = data.draw(st.sampled_from(NASTY_STRINGS + TEMPLATE_STRINGS), label="string")
         elif operation == "nest":
             value = _nest(data.draw(scalars), data.draw(st.integers(20, 40)),
                           data.draw(st.booleans()))
@@ -240,6 +260,7 @@ class Campaign:
     users_request_id: str
     messages_request_id: str
     channel_bodies: dict[str, dict[str, Any]]
+    workers: list[subprocess.Popen[bytes]]
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
     outcomes: Counter[tuple[str, int]] = field(default_factory=Counter)
 
@@ -268,11 +289,12 @@ class Campaign:
             assert set(answer) == {"Message", "RequestID"}, where
             assert answer["RequestID"] == response.headers["x-amzn-RequestId"], where
             assert self.snapshot() == before, f"a rejected request wrote: {where}"
+        assert all(worker.poll() is None for worker in self.workers), f"a worker died: {where}"
         return response
 
 
 @pytest.fixture(scope="module")
-def campaign(api_url: str, client: Any, db: Engine) -> Iterator[Campaign]:
+def campaign(stack: Stack, api_url: str, client: Any, db: Engine) -> Iterator[Campaign]:
     app_id = client.create_app(CreateApplicationRequest={"Name": "campaign"})[
         "ApplicationResponse"]["Id"]
     apns = {"TokenKey": p8_key(), "TokenKeyId": "ABC123DEFG", "TeamId": "TEAM123456",
@@ -309,7 +331,7 @@ def campaign(api_url: str, client: Any, db: Engine) -> Iterator[Campaign]:
     messages_request = client.send_messages(ApplicationId=app_id, MessageRequest={
         "MessageConfiguration": message, "Endpoints": {"e1": {}}})["MessageResponse"]
     run = Campaign(api_url, db, app_id, users_request["RequestId"],
-                   messages_request["RequestId"], channel_bodies)
+                   messages_request["RequestId"], channel_bodies, stack.workers)
     yield run
     run.http.close()
     _report(run.outcomes)
@@ -424,13 +446,65 @@ def _raw_email_variant(data: st.DataObject, request: dict[str, Any]) -> dict[str
     return request
 
 
+def _substitutions(data: st.DataObject) -> dict[str, list[str]]:
+    """Many keys or huge values: on both sides of the intake limits (10,000 keys, 2 MiB)."""
+    shape = data.draw(st.sampled_from(["keys", "value", "values", "template keys"]),
+                      label="substitutions")
+    if shape == "keys":
+        count = data.draw(st.sampled_from([300, 9_999, 10_001, 30_000]), label="keys")
+        return {f"K{i}": [str(i)] for i in range(count)}
+    if shape == "value":
+        size = data.draw(st.sampled_from([100_000, 1_000_000, 2_100_000]), label="value size")
+        return {"Name": ["v" * size]}
+    if shape == "values":  # only the first value is used; every one counts at intake
+        return {"Name": ["v"] + ["w" * 300_000] * data.draw(st.integers(1, 8), label="extra")}
+    return {data.draw(template_strings, label="key"): [data.draw(template_strings)]
+            for _ in range(data.draw(st.integers(1, 5)))}
+
+
+# Bodies for huge substitutions: over the per-message count of variables, and a few
+# references to a value that may be a megabyte (over the per-message size once rendered).
+RENDERING_BODIES = ["{{Name}}" * 50_000, "{{ Name }}" * 20, "<p>{{Name}}</p>" * 3]
+
+
+def _rendering_variant(data: st.DataObject, request: dict[str, Any]) -> dict[str, Any]:
+    """Template-shaped bodies and huge substitutions, at the message or at a recipient."""
+    request = copy.deepcopy(request)
+    configuration = request["MessageConfiguration"]
+    body = data.draw(st.one_of(template_strings, st.sampled_from(RENDERING_BODIES)),
+                     label="body")
+    configuration["DefaultMessage"] = {"Body": body}
+    configuration["EmailMessage"] = {"SimpleEmail": {
+        "Subject": {"Data": data.draw(template_strings, label="subject")},
+        "TextPart": {"Data": body}, "HtmlPart": {"Data": body}}}
+    where = data.draw(st.sampled_from(["message", "recipient", "both"]), label="where")
+    if where in ("message", "both"):
+        configuration["DefaultMessage"]["Substitutions"] = _substitutions(data)
+    if where in ("recipient", "both"):
+        recipients = request.get("Users") or request.get("Endpoints") or {}
+        for name in list(recipients)[:1]:
+            recipients[name] = {**recipients[name], "Substitutions": _substitutions(data)}
+    return request
+
+
+def send_body(data: st.DataObject, request: dict[str, Any]) -> bytes:
+    """A third of the sends render template-shaped text with huge substitutions, half of
+    those exactly as generated so that they reach the worker's renderer."""
+    if data.draw(st.integers(0, 2), label="rendering variant") != 0:
+        return body_of(data, request)
+    request = _rendering_variant(data, request)
+    if data.draw(st.booleans(), label="mutated"):
+        return encode(mutated(data, request))
+    return encode(request)
+
+
 @CAMPAIGN
 @given(data=st.data())
 def test_send_users_messages(campaign: Campaign, data: st.DataObject) -> None:
     request = _raw_email_variant(data, USERS_MESSAGE)
     campaign.call("SendUsersMessages", "POST",
                   f"/v1/apps/{segment(data, campaign.app_id)}/users-messages",
-                  body_of(data, request))
+                  send_body(data, request))
 
 
 @CAMPAIGN
@@ -438,7 +512,7 @@ def test_send_users_messages(campaign: Campaign, data: st.DataObject) -> None:
 def test_send_messages(campaign: Campaign, data: st.DataObject) -> None:
     request = _raw_email_variant(data, MESSAGES_REQUEST)
     campaign.call("SendMessages", "POST", f"/v1/apps/{segment(data, campaign.app_id)}/messages",
-                  body_of(data, request))
+                  send_body(data, request))
 
 
 # --- paths and query strings ---------------------------------------------------------------

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, and_, insert, or_, select, text, update
+from sqlalchemy import Row, Text, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import wire
@@ -35,6 +35,7 @@ from worker.providers.base import (
     Provider,
 )
 from worker.providers.base import Delivery as Message
+from worker.render_limits import MAX_BATCH_RENDERED_CHARS, RenderBudget, RenderLimitExceeded
 from worker.rendering import Recipient, RenderError, render
 from worker.sending import delivery_uuid
 
@@ -49,6 +50,8 @@ WRITE_RETRY_FIRST_S = 0.1
 WRITE_RETRY_MAX_S = 1.0
 # Tolerance for a task that arrives a little before its countdown (clock skew, eta jitter).
 EARLY_SLACK = timedelta(seconds=1)
+# Claims without a recorded outcome after which a row is quarantined (see _quarantined).
+QUARANTINE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -74,26 +77,53 @@ def backoff_delay(settings: Settings, attempt: int, retry_after: float | None) -
 
 
 class RequestCache:
-    """Parsed request payloads by id; a request's batches usually land on the same worker."""
+    """Parsed request payloads by id; a request's batches usually land on the same worker.
 
-    def __init__(self, size: int = 256) -> None:
+    Least recently used first out, bounded by the stored payloads' size as well as their
+    number: a request may be 7 MiB, so 256 of them could hold gigabytes per pool process."""
+
+    def __init__(self, size: int = 256, max_chars: int = 32 * 1024 * 1024) -> None:
         self._size = size
-        self._entries: dict[str, tuple[MessageRequest, Any]] = {}
+        self._max_chars = max_chars
+        self._chars = 0
+        self._entries: OrderedDict[str, tuple[MessageRequest, Any, int]] = OrderedDict()
 
     def get(self, session: Session, request_id: str) -> tuple[MessageRequest, Any] | None:
         entry = self._entries.get(request_id)
-        if entry is None:
-            request = session.get(MessageRequest, request_id)
-            if request is None:
-                return None
-            model = (
-                wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
-            )
-            entry = (request, model.model_validate(request.payload))
-            if len(self._entries) >= self._size:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[request_id] = entry
-        return entry
+        if entry is not None:
+            self._entries.move_to_end(request_id)
+            return entry[0], entry[1]
+        found = session.execute(
+            select(MessageRequest, func.length(cast(MessageRequest.payload, Text)))
+            .where(MessageRequest.id == request_id)
+        ).first()
+        if found is None:
+            return None
+        request, chars = found[0], int(found[1] or 0)
+        model = wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
+        parsed = model.model_validate(request.payload)
+        self._keep(request_id, (request, parsed, chars))
+        return request, parsed
+
+    def _keep(self, request_id: str, entry: tuple[MessageRequest, Any, int]) -> None:
+        chars = entry[2]
+        if chars > self._max_chars:
+            return  # used once, not kept
+        while self._entries and (
+            len(self._entries) >= self._size or self._chars + chars > self._max_chars
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self._chars -= evicted[2]
+        self._entries[request_id] = entry
+        self._chars += chars
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._entries
+
+    @property
+    def chars(self) -> int:
+        """The stored size of the payloads held (JSON characters)."""
+        return self._chars
 
 
 @dataclass
@@ -108,6 +138,9 @@ class Runtime:
     requests: RequestCache
     notify: Callable[[str], None]
     lease_s: float = 60.0
+    # Rendered characters one batch may hold before sending; the rest wait for a batch of
+    # their own (issue 14).
+    batch_render_chars: int = MAX_BATCH_RENDERED_CHARS
 
 
 # What a worker needs of a claimed row, as a plain row rather than an ORM object.
@@ -138,6 +171,37 @@ def _claim(session: Session, ids: list[int], lease_s: float) -> list[Claimed]:
     return list(claimed.all())
 
 
+def _quarantined(session: Session, rows: list[Claimed]) -> dict[int, Outcome]:
+    """Rows that were in flight in QUARANTINE_AFTER workers that died, with their outcome.
+
+    A claim adds one to ``attempts``; an outcome adds a ``delivery_attempts`` row. A claim
+    with no outcome was held by a worker that died (or lost its database) before recording.
+    DESIGN.md §4 allows one repeat of such a send; a row that keeps taking its worker down
+    with it — a poison pill — is made final instead of claimed again, so no input can take
+    down the whole fleet one worker after another."""
+    suspects = {row.id: row.attempts for row in rows if row.attempts > QUARANTINE_AFTER}
+    if not suspects:
+        return {}
+    recorded: dict[int, int] = {
+        delivery_id: count for delivery_id, count in session.execute(
+            select(DeliveryAttempt.delivery_id, func.count())
+            .where(DeliveryAttempt.delivery_id.in_(suspects))
+            .group_by(DeliveryAttempt.delivery_id)
+        )
+    }
+    quarantined: dict[int, Outcome] = {}
+    for row_id, attempts in suspects.items():
+        # ``attempts`` counts this claim too.
+        unrecorded = attempts - 1 - recorded.get(row_id, 0)
+        if unrecorded >= QUARANTINE_AFTER:
+            quarantined[row_id] = Outcome(
+                DeliveryStatus.PERMANENT_FAILURE, 500,
+                f"Quarantined: this delivery was being prepared or sent by a worker that "
+                f"died {unrecorded} times",
+            )
+    return quarantined
+
+
 def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | None:
     if isinstance(payload, wire.SendUsersMessageRequest):
         return payload.users.get(row.user_id or "")
@@ -148,63 +212,109 @@ def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | N
 
 def _prepare(
     runtime: Runtime, session: Session, rows: list[Claimed]
-) -> dict[int, tuple[Message, ChannelConfig] | Outcome]:
-    """Render every claimed row: a message to send, or a final outcome."""
+) -> tuple[dict[int, tuple[Message, ChannelConfig] | Outcome], list[int]]:
+    """Render every claimed row: a message to send, or a final outcome. Rows past the
+    batch's rendering budget are not rendered; their ids come back to be deferred."""
     prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = {}
+    deferred: list[int] = []
     if not rows:
-        return prepared
+        return prepared, deferred
     entry = runtime.requests.get(session, rows[0].request_id)
     if entry is None:
         for row in rows:
             prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 404, "Request deleted.")
-        return prepared
+        return prepared, deferred
     request, payload = entry
     channels = runtime.channels.for_app(session, request.app_id)
     endpoint_ids = [r.endpoint_id for r in rows if r.endpoint_id]
     documents: dict[str, dict[str, Any]] = {}
     if endpoint_ids:
-        documents = dict(session.execute(
-            select(Endpoint.id, Endpoint.document).where(
-                Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
+        documents = {
+            endpoint_id: document for endpoint_id, document in session.execute(
+                select(Endpoint.id, Endpoint.document).where(
+                    Endpoint.app_id == request.app_id, Endpoint.id.in_(endpoint_ids)
+                )
             )
-        ).all())
+        }
+    # A batch holds its rendered messages until they are sent: bound what it holds, so that
+    # a batch of large messages costs a bounded amount of memory, not batch size × 10 MiB.
+    held = 0
     for row in rows:
-        channel_type = row.channel_type or ""
-        channel = channels.get(channel_type)
-        if channel is None or not channel.enabled:
-            prepared[row.id] = Outcome(
-                DeliveryStatus.PERMANENT_FAILURE, 400,
-                f"The {channel_type} channel is not enabled for this application.",
-            )
+        if deferred:
+            deferred.append(row.id)
             continue
-        recipient = Recipient(
-            channel_type=channel_type,
-            address=row.address or "",
-            endpoint_id=row.endpoint_id,
-            user_id=row.user_id,
-            document=documents.get(row.endpoint_id or ""),
-        )
+        budget = RenderBudget()
+        # Whatever goes wrong preparing one row — a bug, an input nobody foresaw, even a
+        # MemoryError — is that row's final outcome; the rest of the batch goes on, and the
+        # worker lives to take the next task.
         try:
-            content = render(
-                payload.message_configuration,
-                recipient,
-                channel,
-                overrides=_overrides(payload, row),
-                context=payload.context,
-                default_origination_number=runtime.settings.default_origination_number,
+            item = _prepare_one(
+                runtime, payload, channels.get(row.channel_type or ""), row,
+                documents.get(row.endpoint_id or ""), budget,
             )
-        except RenderError as exc:
-            prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+        except Exception as exc:
+            log.exception(
+                "could not prepare a delivery", app_id=row.app_id, request_id=row.request_id,
+                delivery_id=row.id, endpoint_id=row.endpoint_id, error=type(exc).__name__,
+            )
+            item = Outcome(
+                DeliveryStatus.PERMANENT_FAILURE, 500,
+                f"Herald could not prepare this message ({type(exc).__name__}); "
+                "it will not be retried",
+            )
+        if isinstance(item, tuple) and held and held + budget.chars > runtime.batch_render_chars:
+            deferred.append(row.id)  # the first message always fits: each batch progresses
             continue
-        message = Message(
-            delivery_id=delivery_uuid(row.request_id, row.recipient),
-            channel_type=channel_type,
-            address=row.address or "",
-            content=content,
-            attempt=row.attempts,
+        held += budget.chars if isinstance(item, tuple) else 0
+        prepared[row.id] = item
+    return prepared, deferred
+
+
+def _prepare_one(
+    runtime: Runtime,
+    payload: Any,
+    channel: ChannelConfig | None,
+    row: Claimed,
+    document: dict[str, Any] | None,
+    budget: RenderBudget,
+) -> tuple[Message, ChannelConfig] | Outcome:
+    channel_type = row.channel_type or ""
+    if channel is None or not channel.enabled:
+        return Outcome(
+            DeliveryStatus.PERMANENT_FAILURE, 400,
+            f"The {channel_type} channel is not enabled for this application.",
         )
-        prepared[row.id] = (message, channel)
-    return prepared
+    recipient = Recipient(
+        channel_type=channel_type,
+        address=row.address or "",
+        endpoint_id=row.endpoint_id,
+        user_id=row.user_id,
+        document=document,
+    )
+    try:
+        content = render(
+            payload.message_configuration,
+            recipient,
+            channel,
+            overrides=_overrides(payload, row),
+            context=payload.context,
+            default_origination_number=runtime.settings.default_origination_number,
+            budget=budget,
+        )
+    except RenderLimitExceeded as exc:
+        log.warning("message over its rendering budget", app_id=row.app_id,
+                    request_id=row.request_id, endpoint_id=row.endpoint_id, reason=str(exc))
+        return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+    except RenderError as exc:
+        return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
+    message = Message(
+        delivery_id=delivery_uuid(row.request_id, row.recipient),
+        channel_type=channel_type,
+        address=row.address or "",
+        content=content,
+        attempt=row.attempts,
+    )
+    return message, channel
 
 
 async def _send_and_record(
@@ -427,15 +537,35 @@ def _record(
     return report
 
 
+def _release(runtime: Runtime, ids: list[int]) -> None:
+    """Hand back rows claimed but not tried (deferred to a batch of their own): the claim is
+    undone, so it neither counts as an attempt nor as a claim lost in a dead worker."""
+    now = utcnow()
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(lease_until=None, attempts=Delivery.attempts - 1, next_attempt_at=now,
+                    updated_at=now)
+        )
+
+
 def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchReport:
     """Claim, render, send and record one batch. Returns what must be retried, and when."""
     with runtime.sessions() as session, session.begin():
         rows = _claim(session, ids, runtime.lease_s)
+        quarantined = _quarantined(session, rows)
     if not rows:
         return BatchReport()
+    for row_id, outcome in quarantined.items():
+        log.error("delivery quarantined", request_id=request_id, delivery_id=row_id,
+                  reason=outcome.status_message)
     with runtime.sessions() as session:
-        prepared = _prepare(runtime, session, rows)
+        prepared, deferred = _prepare(
+            runtime, session, [r for r in rows if r.id not in quarantined]
+        )
         entry = runtime.requests.get(session, request_id)
+    prepared.update(quarantined)
     created = entry[0].created_at if entry else None
     if created is not None and created.tzinfo is None:
         created = created.replace(tzinfo=utcnow().tzinfo)
@@ -449,6 +579,10 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
     if refused:
         report, _ = write_outcomes(runtime, [by_id[i] for i in refused], refused, created)
         report.claimed = len(rows)
+    if deferred:
+        _release(runtime, deferred)
+        assert report.retries is not None
+        report.retries.append(Retry(0.0, deferred))
     work = {i: p for i, p in prepared.items() if isinstance(p, tuple)}
     if work:
         sent = runtime.loop.run_until_complete(_send_and_record(runtime, by_id, work, created))

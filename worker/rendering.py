@@ -22,6 +22,7 @@ from worker.providers.base import (
     SmsContent,
     VoiceContent,
 )
+from worker.render_limits import RenderBudget
 
 PUSH_TYPES = frozenset(
     {"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "GCM", "ADM", "BAIDU"}
@@ -46,7 +47,10 @@ _COMMON_PUSH_MEMBERS = {
     "title",
     "url",
 }
-_VARIABLE = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+# ``{{ Name }}``: the name is what lies between the braces, stripped. One greedy class and no
+# other quantifier, so a failed match backtracks once over its span and the scan is linear:
+# the former ``\{\{\s*([^{}]+?)\s*\}\}`` took cubic time on ``{{`` and spaces (issue 14).
+_VARIABLE = re.compile(r"\{\{([^{}]+)\}\}")
 _EMAIL = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+\.[^@\s<>\"(),;:\\\[\]]+$")
 
 
@@ -129,18 +133,41 @@ def merge_substitutions(*layers: Mapping[str, list[str]] | None) -> dict[str, st
 
 
 def substitute(
-    text: str | None, variables: Mapping[str, str], *, html_part: bool = False
+    text: str | None,
+    variables: Mapping[str, str],
+    *,
+    html_part: bool = False,
+    budget: RenderBudget | None = None,
 ) -> str | None:
     """Replace ``{{Name}}`` with its value; missing names render empty. Values inserted into
-    an HTML part are escaped so a substitution cannot add markup."""
-    if text is None or "{{" not in text:
+    an HTML part are escaped so a substitution cannot add markup.
+
+    The output's size is charged to ``budget`` piece by piece before it is joined, so a text
+    that would render too large raises RenderLimitExceeded without being built."""
+    if text is None:
+        return None
+    budget = budget if budget is not None else RenderBudget()
+    if "{{" not in text:
+        budget.charge_chars(len(text))
         return text
-
-    def value(match: re.Match[str]) -> str:
-        found = variables.get(match.group(1), "")
-        return html.escape(found, quote=True) if html_part else found
-
-    return _VARIABLE.sub(value, text)
+    pieces: list[str] = []
+    escaped: dict[str, str] = {}
+    start = 0
+    for match in _VARIABLE.finditer(text):
+        name = match.group(1).strip()
+        value = variables.get(name, "")
+        if html_part and value:
+            if name not in escaped:
+                escaped[name] = html.escape(value, quote=True)
+            value = escaped[name]
+        budget.charge_reference()
+        budget.charge_chars(match.start() - start + len(value))
+        pieces.append(text[start : match.start()])
+        pieces.append(value)
+        start = match.end()
+    budget.charge_chars(len(text) - start)
+    pieces.append(text[start:])
+    return "".join(pieces)
 
 
 # --- message choice ----------------------------------------------------------------------
@@ -187,9 +214,12 @@ def render(
     overrides: wire.EndpointSendConfiguration | None = None,
     context: Mapping[str, str] | None = None,
     default_origination_number: str | None = None,
+    budget: RenderBudget | None = None,
 ) -> Content:
-    """The content for one recipient. Raises RenderError for a permanent problem."""
+    """The content for one recipient. Raises RenderError for a permanent problem, and
+    RenderLimitExceeded when the message would take more than its budget."""
     overrides = overrides or wire.EndpointSendConfiguration()
+    budget = budget if budget is not None else RenderBudget()
     record = endpoint_variables(
         recipient.endpoint_id,
         recipient.channel_type,
@@ -200,13 +230,15 @@ def render(
     merged_context = {**(context or {}), **(overrides.context or {})}
     default_subs = config.default_message.substitutions if config.default_message else None
     if recipient.channel_type in PUSH_TYPES:
-        return _render_push(config, recipient.channel_type, record, overrides, merged_context)
+        return _render_push(
+            config, recipient.channel_type, record, overrides, merged_context, budget
+        )
     if recipient.channel_type == "EMAIL":
         message = config.email_message or wire.EmailMessage()
         variables = {**record, **merge_substitutions(
             default_subs, message.substitutions, overrides.substitutions
         )}
-        return _render_email(config, message, channel, variables, overrides)
+        return _render_email(config, message, channel, variables, overrides, budget)
     if recipient.channel_type == "SMS":
         sms = config.sms_message or wire.SMSMessage()
         variables = {**record, **merge_substitutions(
@@ -221,7 +253,7 @@ def render(
             or default_origination_number
         )
         return SmsContent(
-            body=substitute(body, variables) or "",
+            body=substitute(body, variables, budget=budget) or "",
             origination_number=origination,
             sender_id=sms.sender_id or channel.settings.get("SenderId"),
             message_type=(sms.message_type or wire.MessageType.TRANSACTIONAL).value,
@@ -237,7 +269,7 @@ def render(
         )}
         body = overrides.body_override or voice.body or _default_body(config)
         return VoiceContent(
-            body=substitute(body, variables) or "",
+            body=substitute(body, variables, budget=budget) or "",
             language_code=voice.language_code,
             voice_id=voice.voice_id,
             origination_number=voice.origination_number or default_origination_number,
@@ -255,6 +287,7 @@ def _render_push(
     record: Mapping[str, str],
     overrides: wire.EndpointSendConfiguration,
     context: dict[str, str],
+    budget: RenderBudget,
 ) -> PushNotification:
     specific = getattr(config, _PUSH_MESSAGE_MEMBER[channel_type])
     default = config.default_push_notification_message
@@ -279,10 +312,10 @@ def _render_push(
         }
     action = pick("action")
     return PushNotification(
-        title=substitute(overrides.title_override or pick("title"), variables),
-        body=substitute(overrides.body_override or pick("body"), variables),
+        title=substitute(overrides.title_override or pick("title"), variables, budget=budget),
+        body=substitute(overrides.body_override or pick("body"), variables, budget=budget),
         action=action.value if action is not None else None,
-        url=substitute(pick("url"), variables),
+        url=substitute(pick("url"), variables, budget=budget),
         data=dict(pick("data") or {}),
         silent_push=bool(pick("silent_push")),
         sound=pick("sound"),
@@ -304,6 +337,7 @@ def _render_email(
     channel: ChannelConfig,
     variables: Mapping[str, str],
     overrides: wire.EndpointSendConfiguration,
+    budget: RenderBudget,
 ) -> EmailContent:
     from_address = message.from_address or channel.settings.get("FromAddress")
     if not from_address:
@@ -323,10 +357,12 @@ def _render_email(
         simple.subject.data if simple and simple.subject else None
     )
     # A substituted subject travels in a header: a line break there would start a new header.
-    subject = _header_safe("Subject", substitute(subject_template, variables))
+    subject = _header_safe("Subject", substitute(subject_template, variables, budget=budget))
     if overrides.body_override:
-        return EmailContent(subject=subject, text=substitute(overrides.body_override, variables),
-                            **common)
+        return EmailContent(
+            subject=subject, text=substitute(overrides.body_override, variables, budget=budget),
+            **common,
+        )
     if message.raw_email is not None and message.raw_email.data:
         return EmailContent(raw=message.raw_email.data, **common)
     if simple is not None and (simple.text_part or simple.html_part):
@@ -338,9 +374,13 @@ def _render_email(
         )
         return EmailContent(
             subject=subject,
-            text=substitute(simple.text_part.data, variables) if simple.text_part else None,
+            text=(
+                substitute(simple.text_part.data, variables, budget=budget)
+                if simple.text_part
+                else None
+            ),
             html=(
-                substitute(simple.html_part.data, variables, html_part=True)
+                substitute(simple.html_part.data, variables, html_part=True, budget=budget)
                 if simple.html_part
                 else None
             ),
@@ -352,4 +392,5 @@ def _render_email(
     body = message.body or _default_body(config)
     if body is None:
         raise RenderError("No e-mail body: set EmailMessage or DefaultMessage")
-    return EmailContent(subject=subject, text=substitute(body, variables), **common)
+    return EmailContent(subject=subject, text=substitute(body, variables, budget=budget),
+                        **common)

@@ -27,6 +27,7 @@ from worker.errors import BadRequest, NotFound, TooManyRequests
 from worker.models import Delivery, Endpoint, MessageRequest
 from worker.providers.base import DeliveryStatus
 from worker.providers.phone import is_e164
+from worker.render_limits import check_substitutions
 from worker.rendering import (
     check_email_address,
     dedup_key,
@@ -113,8 +114,11 @@ def check_inflight(session: Session, app_id: str, adding: int, cap: int) -> None
 
 
 def _check_request(
-    config: wire.DirectMessageConfiguration, templates: wire.TemplateConfiguration | None
+    config: wire.DirectMessageConfiguration,
+    templates: wire.TemplateConfiguration | None,
+    recipients: Iterable[wire.EndpointSendConfiguration],
 ) -> None:
+    check_substitutions(config, recipients)
     if templates is not None and templates.names():
         # Herald has no template store; Pinpoint answers an unknown template with 404.
         raise NotFound(f"Template {templates.names()[0]} not found")
@@ -215,7 +219,8 @@ def accept_users_request(
     if not 1 <= len(request.users) <= MAX_USERS:
         raise BadRequest(f"Users must name from 1 to {MAX_USERS} user ids")
     _check_ids(request.trace_id, user_ids=request.users)
-    _check_request(request.message_configuration, request.template_configuration)
+    _check_request(request.message_configuration, request.template_configuration,
+                   request.users.values())
     get_application(session, app_id)
     enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
     request_id = str(uuid.uuid4())
@@ -288,7 +293,8 @@ def accept_messages_request(
         problem = check_address(config.channel_type.value, address)
         if problem is not None:
             raise BadRequest(f"Addresses.{address[:60]}: {problem}")
-    _check_request(request.message_configuration, request.template_configuration)
+    _check_request(request.message_configuration, request.template_configuration,
+                   [*addresses.values(), *endpoint_configs.values()])
     get_application(session, app_id)
     enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
     request_id = str(uuid.uuid4())
