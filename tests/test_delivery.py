@@ -26,11 +26,11 @@ from worker.db import make_engine, utcnow
 from worker.delivery import RequestCache, Runtime, deliver_batch, write_outcomes
 from worker.endpoints import upsert_endpoints
 from worker.migrate import upgrade
-from worker.models import Delivery, DeliveryAttempt, Endpoint
+from worker.models import Delivery, DeliveryAttempt, Endpoint, RollupState
 from worker.outages import DATABASE
 from worker.providers.base import ChannelConfig, DeliveryStatus, Outcome
 from worker.providers.base import Delivery as Message
-from worker.recovery import Sweeper, sweep
+from worker.recovery import Housekeeping, Sweeper, sweep
 from worker.sending import Accepted, accept_users_request
 
 SECRET = "test-secret-key-for-the-in-process-tier-0123456789"
@@ -279,3 +279,42 @@ def test_outcomes_in_hand_are_written_when_the_database_is_back(
     assert waited and report.final == 2
     assert all(r.final and r.delivery_status == "SUCCESSFUL"
                for r in rows(sessions, accepted.request_id).values())
+
+
+def test_housekeeping_sweeps_every_tick_and_runs_retention_on_its_schedule(
+    sessions: sessionmaker[Session],
+) -> None:
+    accepted = accepted_send(sessions, phones(1))
+    with sessions() as session, session.begin():  # abandoned by a worker that died
+        session.execute(update(Delivery).where(Delivery.id.in_(accepted.pending))
+                        .values(lease_until=utcnow() - timedelta(minutes=5), attempts=1))
+    now = [0.0]
+    handed: list[int] = []
+    passes: list[float] = []
+    housekeeping = Housekeeping(
+        Settings(secret_key=SECRET, retention_interval_s=60, recovery_grace_s=1), sessions,
+        lambda _r, ids: handed.extend(ids), clock=lambda: now[0],
+        retention=lambda _sessions, _settings: passes.append(now[0]))
+    housekeeping.tick()
+    assert handed == accepted.pending and passes == [0.0]  # both at once on start
+    now[0] += 30
+    housekeeping.tick()
+    assert passes == [0.0]  # retention not due yet
+    now[0] += 31
+    housekeeping.tick()
+    assert passes == [0.0, 61.0]
+
+
+def test_housekeeping_runs_the_real_retention_by_default(
+    sessions: sessionmaker[Session],
+) -> None:
+    deliver_batch(runtime_for(sessions, ScriptedProvider()), *_sent(sessions))
+    Housekeeping(Settings(secret_key=SECRET), sessions, lambda _r, _ids: None).tick()
+    with sessions() as session:
+        state = session.scalar(select(RollupState))
+    assert state is not None and state.attempts_seen_upto > 0  # retention's roll-up ran
+
+
+def _sent(sessions: sessionmaker[Session]) -> tuple[str, list[int]]:
+    accepted = accepted_send(sessions, phones(1))
+    return accepted.request_id, accepted.pending

@@ -138,10 +138,12 @@ class Housekeeping:
         sessions: sessionmaker[Session],
         enqueue: Callable[[str, list[int]], None],
         clock: Callable[[], float] = time.monotonic,
+        retention: Callable[[sessionmaker[Session], Settings], object] = maintain,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._clock = clock
+        self._retention = retention
         self._next_maintenance = clock()
         self.sweeper = Sweeper(sessions, enqueue, grace_s=settings.recovery_grace_s,
                                batch_size=settings.batch_size, clock=clock)
@@ -152,7 +154,7 @@ class Housekeeping:
             return
         self._next_maintenance = self._clock() + self._settings.retention_interval_s
         try:
-            maintain(self._sessions, self._settings)
+            self._retention(self._sessions, self._settings)
         except Exception as exc:
             if not database_unreachable(exc):
                 log.exception("result retention failed")

@@ -91,6 +91,12 @@ def enqueue(request_id: str, ids: list[int], countdown: float = 0.0) -> None:
 def deliver(request_id: str, ids: list[int]) -> dict[str, Any]:
     try:
         report = deliver_batch(process_runtime(), request_id, ids)
+    except MemoryError:
+        # Celery re-raises a task's MemoryError in the worker's main process, which exits.
+        # Preparation already turns one into a row's failure; one raised later leaves the
+        # batch's leases to run out, and a row that keeps doing it is quarantined at claim.
+        log.error("batch ran out of memory", request_id=request_id, rows=len(ids))
+        return {"claimed": 0, "final": 0}
     except Exception as exc:
         if not database_unreachable(exc):
             raise
