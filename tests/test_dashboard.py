@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from api.dashboard import COOKIE, sign
 from tests.fakes.smtp import FakeSmtp
-from tests.stack import ARTIFACTS, Stack
+from tests.stack import ARTIFACTS, SECRET_KEY, Stack
 from worker.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,7 +149,7 @@ def test_dashboard_refuses_missing_tampered_expired_and_foreign_credentials(
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     later = str(int(token.split(".")[0]) + 3600)
     ours = Settings(secret_key=stack.env["HERALD_SECRET_KEY"], database_url="sqlite://")
-    theirs = Settings(secret_key="someone-elses-key", database_url="sqlite://")
+    theirs = Settings(secret_key="Zq8Lw3Nv6Tb1Hx4Ck7Pm2Jr5Gd9Fs0Ya", database_url="sqlite://")
     refused = {
         "tampered signature": flipped,
         "extended expiry": ".".join([later, *token.split(".")[1:]]),
@@ -202,7 +202,7 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
     from worker.migrate import upgrade
     from worker.models import Application, Delivery, MessageRequest
 
-    settings = Settings(data_dir=tmp_path / "data", secret_key="k")
+    settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY)
     upgrade(settings)
     until = datetime(2026, 11, 1, 12, 0, 30, tzinfo=UTC)
     win = reports.window("1h", until=until)

@@ -1,6 +1,11 @@
 """Encryption of secrets at rest (channel credentials, access-key secrets).
 
-Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``, keyed by ``HERALD_SECRET_KEY``.
+Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``, keyed by ``HERALD_SECRET_KEY``
+through HKDF (:meth:`Settings.fernet_key`). What was stored under an older key — the plain
+SHA-256 derivation Herald used before, or ``HERALD_PREVIOUS_SECRET_KEY`` — still decrypts
+(``MultiFernet`` tries the current key first); everything written is encrypted with the
+current key, so secrets move to it as they are updated, or all at once with
+:func:`reencrypt`.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from worker.config import Settings, get_settings
 
@@ -18,12 +23,13 @@ class SecretDecryptionError(RuntimeError):
 
 
 @lru_cache(maxsize=4)
-def _fernet(key: bytes) -> Fernet:
-    return Fernet(key)
+def _fernet(current: bytes, *older: bytes) -> MultiFernet:
+    return MultiFernet([Fernet(current), *(Fernet(key) for key in older)])
 
 
-def _cipher(settings: Settings | None) -> Fernet:
-    return _fernet((settings or get_settings()).fernet_key())
+def _cipher(settings: Settings | None) -> MultiFernet:
+    settings = settings or get_settings()
+    return _fernet(settings.fernet_key(), *settings.legacy_fernet_keys())
 
 
 def encrypt(plaintext: bytes, settings: Settings | None = None) -> bytes:
@@ -33,6 +39,17 @@ def encrypt(plaintext: bytes, settings: Settings | None = None) -> bytes:
 def decrypt(token: bytes, settings: Settings | None = None) -> bytes:
     try:
         return _cipher(settings).decrypt(token)
+    except InvalidToken:
+        raise SecretDecryptionError(
+            "stored secrets do not decrypt with this HERALD_SECRET_KEY (nor with "
+            "HERALD_PREVIOUS_SECRET_KEY)"
+        ) from None
+
+
+def reencrypt(token: bytes, settings: Settings | None = None) -> bytes:
+    """``token`` encrypted with the current key (unchanged if it already is)."""
+    try:
+        return _cipher(settings).rotate(token)
     except InvalidToken:
         raise SecretDecryptionError(
             "stored secrets do not decrypt with this HERALD_SECRET_KEY"
