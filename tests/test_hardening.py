@@ -4,12 +4,20 @@ be able to do — against the live stack with boto3, and against the plain funct
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import os
+import socket
 import subprocess
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import psutil
 import pytest
 import yaml
 from botocore.exceptions import ClientError
@@ -17,7 +25,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.stack import ROOT, SECRET_KEY, VENV_BIN, pinpoint
+from tests.fakes.smtp import FakeSmtp
+from tests.stack import ARTIFACTS, ROOT, ROOT_KEY_ID, SECRET_KEY, VENV_BIN, Stack, pinpoint
+from tests.test_security import signed_headers
 from worker import crypto
 from worker.config import ConfigError, Settings, load_settings
 
@@ -130,3 +140,186 @@ def test_embedded_default_still_generates_a_key_herald_accepts(tmp_path: Path) -
     assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
     assert Settings(data_dir=tmp_path / "data").fernet_key() == key
 
+
+
+# --- item 6: unsigned and slow clients hold neither memory nor connections ---------------------
+
+
+def _api_process(stack: Stack, index: int = 0) -> psutil.Process:
+    return psutil.Process(stack.apis[index][0].pid)
+
+
+def _open_connections(process: psutil.Process, port: int) -> int:
+    return sum(1 for c in process.net_connections("tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (the socket's timeout bounds a
+    server that never does)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def _half_sent_upload(port: int, head: str, body_sent: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(head.encode() + b"{" + b" " * (body_sent - 1))
+    return sock
+
+
+def test_unsigned_uploads_are_refused_before_their_body_and_their_connections_closed(
+    stack: Stack, api_url: str, app_id: str
+) -> None:
+    port = _port(api_url)
+    api = _api_process(stack)
+    baseline = _open_connections(api, port)
+    heads = {
+        "unsigned": "",
+        "unknown key": (
+            "Authorization: AWS4-HMAC-SHA256 Credential=HKNOSUCHKEY000000000/20261201/"
+            f"us-east-1/mobiletargeting/aws4_request, SignedHeaders=host;x-amz-date, "
+            f"Signature={'0' * 64}\r\nX-Amz-Date: {time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            "\r\n"
+        ),
+    }
+    sockets = []
+    for kind, auth in heads.items():
+        for _ in range(30):
+            head = (f"PUT /v1/apps/{app_id}/endpoints/e1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: 7000000\r\n{auth}\r\n")
+            sockets.append((kind, _half_sent_upload(port, head, 64 * 1024)))
+    try:
+        for kind, sock in sockets:
+            answer = _read_until_closed(sock)  # the server answers and closes, body unread
+            status, _, rest = answer.partition(b"\r\n")
+            assert status == b"HTTP/1.1 403 Forbidden", (kind, answer[:200])
+            assert b"x-amzn-errortype: forbiddenexception" in rest.lower(), (kind, rest[:300])
+    finally:
+        for _, sock in sockets:
+            sock.close()
+    assert _wait_for(lambda: _open_connections(api, port) <= baseline + 2)
+
+
+@pytest.fixture(scope="module")
+def impatient(smtp: FakeSmtp) -> Iterator[Stack]:
+    """A stack whose API gives a client 1 s for its request head and 1 s for its body, and
+    logs every request."""
+    stack = Stack("impatient", env={"HERALD_SMTP_URL": smtp.url, "HERALD_HEAD_TIMEOUT_S": "1",
+                                    "HERALD_BODY_TIMEOUT_S": "1", "HERALD_LOG_LEVEL": "INFO"})
+    try:
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_slow_heads_and_slow_signed_bodies_do_not_keep_their_connections(
+    impatient: Stack,
+) -> None:
+    url = impatient.apis[0][1]
+    port = _port(url)
+    api = _api_process(impatient)
+    baseline = _open_connections(api, port)
+    app_id = pinpoint(url).create_app(CreateApplicationRequest={"Name": "slow"})[
+        "ApplicationResponse"]["Id"]
+    body = b'{"ChannelType": "EMAIL", "Address": "a@example.com"}'
+    signed = signed_headers(url, "PUT", f"/v1/apps/{app_id}/endpoints/e1", body)
+    head = (f"PUT /v1/apps/{app_id}/endpoints/e1 HTTP/1.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    slow_heads = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(25)]
+    for sock in slow_heads:
+        sock.sendall(b"PUT /v1/apps HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    slow_bodies = [_half_sent_upload(port, head, 8) for _ in range(25)]
+    try:
+        assert _wait_for(lambda: _open_connections(api, port) >= baseline + 40)
+        for sock in slow_heads:
+            assert _read_until_closed(sock) == b""  # closed, nothing answered
+        for sock in slow_bodies:
+            answer = _read_until_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+            assert b"did not arrive within 1 s" in answer
+    finally:
+        for sock in slow_heads + slow_bodies:
+            sock.close()
+    assert _wait_for(lambda: _open_connections(api, port) <= baseline + 2)
+
+
+# --- item 12: a dropped upload is no server error; the request log names key and client ------
+
+
+def _log_events(stack: Stack) -> list[dict[str, Any]]:
+    events = []
+    for line in (ARTIFACTS / f"{stack.name}-api-0.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
+
+
+def test_a_client_dropping_its_upload_is_logged_quietly_not_as_a_500(impatient: Stack) -> None:
+    url = impatient.apis[0][1]
+    port = _port(url)
+    app_id = pinpoint(url).create_app(CreateApplicationRequest={"Name": "drop"})[
+        "ApplicationResponse"]["Id"]
+    path = f"/v1/apps/{app_id}/endpoints/dropped"
+    body = b'{"ChannelType": "EMAIL", "Address": "a@example.com"}' + b" " * 100_000
+    signed = signed_headers(url, "PUT", path, body)
+    head = (f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(head.encode() + body[:50_000])
+    time.sleep(0.2)  # let the API start reading the body; the test asserts no timing
+    sock.close()
+
+    def dropped() -> list[dict[str, Any]]:
+        return [e for e in _log_events(impatient)
+                if e.get("event") == "request" and e.get("path") == path]
+
+    assert _wait_for(lambda: bool(dropped()))
+    event = dropped()[0]
+    assert event["status"] == 499
+    assert event["access_key_id"] == ROOT_KEY_ID
+    assert event["client"] == "127.0.0.1"
+    assert not [e for e in _log_events(impatient) if e.get("level") == "error"]
+    assert "Traceback" not in (ARTIFACTS / f"{impatient.name}-api-0.log").read_text()
+    scrape = httpx.get(url + "/metrics", timeout=10).text
+    assert 'status="500"' not in scrape
+
+
+def test_the_request_log_names_the_access_key_and_the_client(impatient: Stack) -> None:
+    url = impatient.apis[0][1]
+    pinpoint(url).get_apps()
+    events = [e for e in _log_events(impatient)
+              if e.get("event") == "request" and e.get("operation") == "get_apps"]
+    assert events and events[-1]["access_key_id"] == ROOT_KEY_ID
+    assert events[-1]["client"] == "127.0.0.1"
+
+
+def test_herald_results_escapes_terminal_control_sequences(
+    stack: Stack, client: Any, app_id: str
+) -> None:
+    hostile = "\x1b]0;pwned\x07\x1b[2J\u202eevil"
+    response = client.send_users_messages(ApplicationId=app_id, SendUsersMessageRequest={
+        "MessageConfiguration": {"DefaultMessage": {"Body": "hi"}}, "Users": {hostile: {}}})
+    request_id = response["SendUsersMessageResponse"]["RequestId"]
+    table = stack.run("results", request_id).stdout
+    as_json = stack.run("results", request_id, "--json").stdout
+    for output in (table, as_json):
+        assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
+    assert "\\x1b]0;pwned\\x07" in table
+    assert json.loads(as_json)["Result"][hostile][""]["DeliveryStatus"] == "PERMANENT_FAILURE"

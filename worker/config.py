@@ -108,8 +108,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Let FromAddress, OriginationNumber and SenderId be anything (one tenant per Herald).
     allow_any_sender: bool = False
-    # What `herald api` gives one client: seconds to send a body, idle keep-alive seconds,
-    # connections at once per process.
+    # What `herald api` gives one client: seconds to send a request head, then its body; idle
+    # keep-alive seconds; connections at once per process.
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
     body_timeout_s: float = Field(default=30.0, gt=0, le=600)
     keep_alive_s: float = Field(default=5.0, gt=0, le=600)
     max_connections: int = Field(default=1000, ge=1)
