@@ -323,3 +323,53 @@ def test_herald_results_escapes_terminal_control_sequences(
         assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
     assert "\\x1b]0;pwned\\x07" in table
     assert json.loads(as_json)["Result"][hostile][""]["DeliveryStatus"] == "PERMANENT_FAILURE"
+
+
+# --- item 9: quotas hold for the stored endpoint; bounded members ---------------------------
+
+
+def _bad_request(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    error = excinfo.value.response["Error"]
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "BadRequestException"
+    return str(error["Message"])
+
+
+def test_repeated_updates_cannot_grow_an_endpoint_past_250_attributes(
+    client: Any, app_id: str
+) -> None:
+    for batch in range(4):  # 4 × 60 = 240 attributes, each request well within the quota
+        client.update_endpoint(ApplicationId=app_id, EndpointId="grow", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": "grow@example.com",
+            "Attributes": {f"a{batch}-{i}": ["v"] for i in range(60)}})
+    with pytest.raises(ClientError) as excinfo:
+        client.update_endpoint(ApplicationId=app_id, EndpointId="grow", EndpointRequest={
+            "User": {"UserAttributes": {f"u{i}": ["v"] for i in range(11)}}})
+    assert "at most 250" in _bad_request(excinfo)
+    with pytest.raises(ClientError):
+        client.update_endpoints_batch(ApplicationId=app_id, EndpointBatchRequest={"Item": [
+            {"Id": "grow", "Metrics": {f"m{i}": 1.0 for i in range(11)}}]})
+    stored = client.get_endpoint(ApplicationId=app_id, EndpointId="grow")["EndpointResponse"]
+    assert len(stored["Attributes"]) == 240 and not stored.get("Metrics")
+    # Replacing existing names is no growth.
+    client.update_endpoint(ApplicationId=app_id, EndpointId="grow", EndpointRequest={
+        "Attributes": {f"a0-{i}": ["w"] for i in range(60)},
+        "Metrics": {f"m{i}": 1.0 for i in range(10)}})
+
+
+@pytest.mark.parametrize(("member", "value"), [
+    ("Demographic.Make", {"Demographic": {"Make": "x" * 3_000_000}}),
+    ("Demographic.Timezone", {"Demographic": {"Timezone": "x" * 101}}),
+    ("Location.City", {"Location": {"City": "x" * 101}}),
+    ("EffectiveDate", {"EffectiveDate": "2026-12-01T00:00:00Z" + "x" * 100}),
+    ("RequestId", {"RequestId": "r" * 129}),
+])
+def test_endpoint_members_are_bounded(
+    client: Any, app_id: str, member: str, value: dict[str, Any]
+) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        client.update_endpoint(ApplicationId=app_id, EndpointId="big", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": "big@example.com", **value})
+    assert member in _bad_request(excinfo)
+    with pytest.raises(ClientError):
+        client.get_endpoint(ApplicationId=app_id, EndpointId="big")

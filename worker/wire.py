@@ -301,24 +301,30 @@ class CreateApplicationRequest(WireModel):
     tags: StrMap | None = None
 
 
+# Pinpoint documents no lengths for these members; a device's make or a city name is short,
+# and an endpoint document is read on every send, so Herald holds them to its attribute value
+# limit (100). EffectiveDate is an ISO 8601 timestamp; RequestId an id.
+EndpointText = Annotated[StrictStr, Field(max_length=100)]
+
+
 class EndpointDemographic(WireModel):
-    app_version: Str | None = None
-    locale: Str | None = None
-    make: Str | None = None
-    model: Str | None = None
-    model_version: Str | None = None
-    platform: Str | None = None
-    platform_version: Str | None = None
-    timezone: Str | None = None
+    app_version: EndpointText | None = None
+    locale: EndpointText | None = None
+    make: EndpointText | None = None
+    model: EndpointText | None = None
+    model_version: EndpointText | None = None
+    platform: EndpointText | None = None
+    platform_version: EndpointText | None = None
+    timezone: EndpointText | None = None
 
 
 class EndpointLocation(WireModel):
-    city: Str | None = None
-    country: Str | None = None
+    city: EndpointText | None = None
+    country: EndpointText | None = None
     latitude: StrictFloat | StrictInt | None = None
     longitude: StrictFloat | StrictInt | None = None
-    postal_code: Str | None = None
-    region: Str | None = None
+    postal_code: EndpointText | None = None
+    region: EndpointText | None = None
 
 
 class EndpointUser(WireModel):
@@ -331,12 +337,12 @@ class EndpointRequest(WireModel):
     attributes: Substitutions | None = None
     channel_type: ChannelType | None = None
     demographic: EndpointDemographic | None = None
-    effective_date: Str | None = None
+    effective_date: Annotated[StrictStr, Field(max_length=64)] | None = None
     endpoint_status: Str | None = None
     location: EndpointLocation | None = None
     metrics: dict[StrictStr, StrictFloat | StrictInt] | None = None
     opt_out: Str | None = None
-    request_id: Str | None = None
+    request_id: Annotated[StrictStr, Field(max_length=128)] | None = None
     user: EndpointUser | None = None
 
 
