@@ -373,3 +373,38 @@ def test_endpoint_members_are_bounded(
     assert member in _bad_request(excinfo)
     with pytest.raises(ClientError):
         client.get_endpoint(ApplicationId=app_id, EndpointId="big")
+
+
+# --- item 10: e-mail header names ---------------------------------------------------------------
+
+
+def _email_with_headers(headers: list[dict[str, str]], to: str) -> dict[str, Any]:
+    return {"Addresses": {to: {"ChannelType": "EMAIL"}}, "MessageConfiguration": {
+        "EmailMessage": {"SimpleEmail": {
+            "Subject": {"Data": "s"}, "TextPart": {"Data": "t"}, "Headers": headers}}}}
+
+
+@pytest.mark.parametrize("name", [
+    "To: evil@attacker.example, X-A", "X A", "X-A\r\nBcc: evil@attacker.example", "Bcc", "to",
+    "Reply-To", "Sender", "Return-Path", "Content-Type", "MIME-Version", "Message-ID", "Ünï",
+])
+def test_email_header_names_must_be_field_names_and_not_reserved(
+    client: Any, email_app: str, name: str
+) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        client.send_messages(ApplicationId=email_app, MessageRequest=_email_with_headers(
+            [{"Name": name, "Value": "v"}], "victim@example.com"))
+    assert "Headers" in _bad_request(excinfo)
+
+
+def test_a_custom_header_is_sent_once_and_adds_no_recipient(
+    client: Any, email_app: str, smtp: FakeSmtp
+) -> None:
+    to = f"h-{uuid.uuid4().hex[:8]}@example.com"
+    result = client.send_messages(ApplicationId=email_app, MessageRequest=_email_with_headers(
+        [{"Name": "X-Campaign", "Value": "spring"}], to))["MessageResponse"]["Result"][to]
+    assert result["DeliveryStatus"] == "SUCCESSFUL"
+    received = smtp.to(to)[-1]
+    assert received.recipients == [to]
+    assert received.message.get_all("X-Campaign") == ["spring"]
+    assert received.message.get_all("To") == [to]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
 )
 from pydantic.alias_generators import to_pascal
 
@@ -171,9 +173,45 @@ class SimpleEmailPart(WireModel):
     data: Str | None = None
 
 
+# RFC 5322 §2.2: a field name is printable US-ASCII (33-126) except ":". Anything else — a
+# space, a colon, a line break — lets a name smuggle in another header ("To: x, X-A").
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# Headers Herald writes itself, or that say who the message is from or for, or how its body
+# is encoded: a tenant setting them could send to someone else or as someone else.
+RESERVED_HEADERS = frozenset({
+    "to", "from", "cc", "bcc", "subject", "date", "message-id", "sender", "reply-to",
+    "return-path", "mime-version", "received", "dkim-signature", "delivered-to", "envelope-to",
+})
+_RESERVED_PREFIXES = ("content-", "resent-")
+
+
+def check_header_name(name: str) -> str:
+    """``name`` if a tenant may set it on an e-mail; ValueError saying why not."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(
+            "must be an RFC 5322 field name: printable ASCII without spaces or ':'"
+        )
+    folded = name.lower()
+    if folded in RESERVED_HEADERS or folded.startswith(_RESERVED_PREFIXES):
+        raise ValueError(f"{name} is set by Herald or the message's own members")
+    return name
+
+
 class MessageHeader(WireModel):
     name: Str | None = None
     value: Str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("must not contain a line break")
+        return value
 
 
 class SimpleEmail(WireModel):
