@@ -28,8 +28,10 @@ from sqlalchemy.engine import Engine
 from tests.fakes.smtp import FakeSmtp
 from tests.stack import ARTIFACTS, ROOT, ROOT_KEY_ID, SECRET_KEY, VENV_BIN, Stack, pinpoint
 from tests.test_security import signed_headers
-from worker import crypto
+from worker import crypto, senders, wire
 from worker.config import ConfigError, Settings, load_settings
+from worker.errors import BadRequest
+from worker.providers.base import ChannelConfig
 
 DEPLOY = ROOT / "deploy"
 
@@ -408,3 +410,108 @@ def test_a_custom_header_is_sent_once_and_adds_no_recipient(
     assert received.recipients == [to]
     assert received.message.get_all("X-Campaign") == ["spring"]
     assert received.message.get_all("To") == [to]
+
+
+# --- item 13: an app sends only as its own identities ------------------------------------------
+
+
+def _sms_app(client: Any, app_id: str) -> str:
+    client.update_sms_channel(ApplicationId=app_id, SMSChannelRequest={
+        "SenderId": "OURS", "ShortCode": "+15550007777", "Enabled": True})
+    client.update_voice_channel(ApplicationId=app_id, VoiceChannelRequest={"Enabled": True})
+    return app_id
+
+
+def test_an_email_channel_sends_only_from_its_identity(client: Any, app_id: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        client.update_email_channel(ApplicationId=app_id, EmailChannelRequest={
+            "FromAddress": "ceo@other-tenant.example", "Identity": "herald.test"})
+    assert "Identity" in _bad_request(excinfo)
+    for from_address, identity in (
+        ("news@herald.test", "herald.test"),
+        ("news@mail.herald.test", "herald.test"),
+        ("only@herald.test", "only@herald.test"),
+        ("news@herald.test", "arn:aws:ses:us-east-1:123456789012:identity/herald.test"),
+    ):
+        client.update_email_channel(ApplicationId=app_id, EmailChannelRequest={
+            "FromAddress": from_address, "Identity": identity})
+
+
+@pytest.mark.parametrize("email_message", [
+    {"FromAddress": "ceo@other-tenant.example"},
+    {"FromAddress": "Boss <boss@herald.test.other-tenant.example>"},
+    {"FeedbackForwardingAddress": "bounces@other-tenant.example"},
+    {"RawEmail": {"Data": b"From: ceo@other-tenant.example\r\nSubject: s\r\n\r\nbody"}},
+    {"RawEmail": {"Data": b"Sender: ceo@other-tenant.example\r\nSubject: s\r\n\r\nbody"}},
+])
+def test_a_message_cannot_claim_another_tenants_email_identity(
+    client: Any, email_app: str, smtp: FakeSmtp, email_message: dict[str, Any]
+) -> None:
+    to = f"victim-{uuid.uuid4().hex[:8]}@example.com"
+    message = {"SimpleEmail": {"Subject": {"Data": "s"}, "TextPart": {"Data": "t"}},
+               **email_message}
+    with pytest.raises(ClientError) as excinfo:
+        client.send_messages(ApplicationId=email_app, MessageRequest={
+            "Addresses": {to: {"ChannelType": "EMAIL"}},
+            "MessageConfiguration": {"EmailMessage": message}})
+    assert "other-tenant.example" in _bad_request(excinfo)
+    assert smtp.to(to) == []
+
+
+def test_a_message_from_the_apps_own_identity_is_sent(
+    client: Any, email_app: str, smtp: FakeSmtp
+) -> None:
+    to = f"ok-{uuid.uuid4().hex[:8]}@example.com"
+    result = client.send_messages(ApplicationId=email_app, MessageRequest={
+        "Addresses": {to: {"ChannelType": "EMAIL"}},
+        "MessageConfiguration": {"EmailMessage": {
+            "FromAddress": "Offers <offers@herald.test>",
+            "FeedbackForwardingAddress": "bounces@herald.test",
+            "SimpleEmail": {"Subject": {"Data": "s"}, "TextPart": {"Data": "t"}}}}},
+    )["MessageResponse"]["Result"][to]
+    assert result["DeliveryStatus"] == "SUCCESSFUL"
+    assert smtp.to(to)[-1].envelope_from == "bounces@herald.test"
+
+
+@pytest.mark.parametrize("message_configuration", [
+    {"SMSMessage": {"Body": "b", "OriginationNumber": "+15550001234"}},
+    {"SMSMessage": {"Body": "b", "SenderId": "BANK"}},
+    {"VoiceMessage": {"Body": "b", "OriginationNumber": "+15550001234"}},
+])
+def test_a_message_cannot_claim_another_tenants_number_or_sender_id(
+    client: Any, app_id: str, message_configuration: dict[str, Any]
+) -> None:
+    _sms_app(client, app_id)
+    with pytest.raises(ClientError) as excinfo:
+        client.send_messages(ApplicationId=app_id, MessageRequest={
+            "Addresses": {"+15550100077": {"ChannelType": "SMS"}},
+            "MessageConfiguration": message_configuration})
+    assert "is not this application's" in _bad_request(excinfo)
+
+
+@pytest.mark.parametrize("sender", [
+    {"OriginationNumber": "+1 555 000 7777"}, {"SenderId": "ours"},
+    {"OriginationNumber": "+15550009999"},  # the operator's HERALD_DEFAULT_ORIGINATION_NUMBER
+])
+def test_the_apps_own_numbers_and_the_operators_default_are_allowed(
+    client: Any, app_id: str, sender: dict[str, str]
+) -> None:
+    _sms_app(client, app_id)
+    result = client.send_messages(ApplicationId=app_id, MessageRequest={
+        "Addresses": {"+15550100078": {"ChannelType": "SMS"}},
+        "MessageConfiguration": {"SMSMessage": {"Body": "b", **sender}}},
+    )["MessageResponse"]["Result"]["+15550100078"]
+    assert result["DeliveryStatus"] == "SUCCESSFUL"
+
+
+def test_the_operator_can_allow_any_sender() -> None:
+    config = wire.DirectMessageConfiguration.model_validate(
+        {"SMSMessage": {"OriginationNumber": "+15550001234"},
+         "EmailMessage": {"FromAddress": "a@elsewhere.example"}})
+    email = ChannelConfig("app", "EMAIL", True, settings={"Identity": "herald.test"})
+    open_settings = Settings(allow_any_sender=True, database_url="sqlite://",
+                             secret_key=SECRET_KEY)
+    senders.check_message_senders(config, {"EMAIL": email}, open_settings)
+    with pytest.raises(BadRequest):
+        senders.check_message_senders(config, {"EMAIL": email}, Settings(
+            database_url="sqlite://", secret_key=SECRET_KEY))

@@ -112,11 +112,13 @@ def _check_gcm(values: dict[str, Any]) -> None:
 
 def _check_email(values: dict[str, Any]) -> None:
     from worker.rendering import check_email_address
+    from worker.senders import check_channel_sender
 
     try:
         check_email_address(values["FromAddress"])
     except ValueError as exc:
         raise BadRequest(f"FromAddress: {exc}") from None
+    check_channel_sender(values)
 
 
 def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from worker.rendering import (
     has_message,
     normalize_phone,
 )
+from worker.senders import check_message_senders
 
 MAX_USERS = 100
 MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
@@ -209,7 +210,9 @@ def accept_users_request(
     _check_ids(request.trace_id, user_ids=request.users)
     _check_request(request.message_configuration, request.template_configuration)
     get_application(session, app_id)
-    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    configs = channels.for_app(session, app_id)
+    check_message_senders(request.message_configuration, configs)
+    enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
     by_user = endpoints_of_users(session, app_id, request.users)
@@ -282,7 +285,9 @@ def accept_messages_request(
             raise BadRequest(f"Addresses.{address[:60]}: {problem}")
     _check_request(request.message_configuration, request.template_configuration)
     get_application(session, app_id)
-    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    configs = channels.for_app(session, app_id)
+    check_message_senders(request.message_configuration, configs)
+    enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
     plan = _Plan()
