@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -515,3 +516,13 @@ def test_the_operator_can_allow_any_sender() -> None:
     with pytest.raises(BadRequest):
         senders.check_message_senders(config, {"EMAIL": email}, Settings(
             database_url="sqlite://", secret_key=SECRET_KEY))
+
+
+def test_the_shipped_proxy_logs_no_query_strings_and_limits_slow_clients() -> None:
+    config = (DEPLOY / "haproxy.cfg").read_text()
+    log_format = next(line for line in config.splitlines() if "log-format" in line)
+    # %r is the whole request line and %HU the URI, both with the query string (%rc is a count).
+    assert not re.search(r"%(\{[^}]*\})?(r|HU)(?![a-z])", log_format), log_format
+    assert "%HP" in log_format
+    for setting in ("timeout http-request", "timeout http-keep-alive", "maxconn"):
+        assert setting in config, setting
