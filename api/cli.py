@@ -6,6 +6,7 @@
     herald migrate    Alembic upgrade to head
     herald keys ...   create / list / revoke access keys
     herald results    a request's per-endpoint outcomes
+    herald reencrypt-secrets   stored secrets moved to the current HERALD_SECRET_KEY
     herald dashboard-link   a signed link that opens the operations dashboard
 """
 
@@ -152,6 +153,19 @@ def cmd_keys(args: argparse.Namespace) -> None:
         sys.exit(f"herald: {exc.message}")
 
 
+def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
+    from worker.crypto import SecretDecryptionError, reencrypt_stored
+    from worker.db import session_scope
+
+    try:
+        with session_scope(_settings()) as session:
+            changed = reencrypt_stored(session)
+    except SecretDecryptionError as exc:
+        sys.exit(f"herald: {exc}")
+    print(f"{changed} stored secrets re-encrypted with the current HERALD_SECRET_KEY",
+          file=sys.stderr)
+
+
 def cmd_results(args: argparse.Namespace) -> None:
     from worker.db import session_scope
     from worker.models import MessageRequest
@@ -200,8 +214,8 @@ def cmd_dashboard_link(args: argparse.Namespace) -> None:
         print(login_link(_settings(), args.url, args.ttl))
     except (ValueError, ConfigError) as exc:
         sys.exit(f"herald: {exc}")
-    print(f"Valid for {args.ttl} s; it signs you in for {SESSION_S // 3600} hours. Anyone "
-          "holding it can sign in.", file=sys.stderr)
+    print(f"Valid once, for {args.ttl} s; it signs you in for {SESSION_S // 3600} hours. "
+          "Anyone holding it before you use it can sign in.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    reencrypt = commands.add_parser(
+        "reencrypt-secrets",
+        help="encrypt every stored secret with the current HERALD_SECRET_KEY (after a change)")
+    reencrypt.set_defaults(func=cmd_reencrypt_secrets)
 
     results = commands.add_parser("results", help="a request's per-endpoint outcomes")
     results.add_argument("request_id")

@@ -121,7 +121,7 @@ def test_a_previous_weak_secret_key_still_reads_what_it_encrypted() -> None:
 
 
 def test_an_access_key_stored_before_the_upgrade_still_signs(
-    api_url: str, app_id: str, db: Engine
+    stack: Stack, api_url: str, app_id: str, db: Engine
 ) -> None:
     key_id = "HKOLD" + uuid.uuid4().hex[:15].upper()
     secret = base64.b64encode(os.urandom(30)).decode()
@@ -135,6 +135,16 @@ def test_an_access_key_stored_before_the_upgrade_still_signs(
     assert client.get_app(ApplicationId=app_id)["ApplicationResponse"]["Id"] == app_id
     with pytest.raises(ClientError):
         pinpoint(api_url, key_id, secret[::-1]).get_app(ApplicationId=app_id)
+
+    # herald reencrypt-secrets moves it to the new derivation, and it still signs.
+    stack.run("reencrypt-secrets")
+    with db.connect() as conn:
+        stored = conn.execute(text("SELECT secret FROM access_keys WHERE id = :id"),
+                              {"id": key_id}).scalar_one()
+    current = Settings(secret_key=SECRET_KEY, database_url="sqlite://").fernet_key()
+    assert Fernet(current).decrypt(bytes(stored)) == secret.encode()
+    time.sleep(5.5)  # the API's key cache (KeyStore's 5 s) must read the row again
+    assert client.get_app(ApplicationId=app_id)["ApplicationResponse"]["Id"] == app_id
 
 
 def test_embedded_default_still_generates_a_key_herald_accepts(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ through HKDF (:meth:`Settings.fernet_key`). What was stored under an older key â
 SHA-256 derivation Herald used before, or ``HERALD_PREVIOUS_SECRET_KEY`` â€” still decrypts
 (``MultiFernet`` tries the current key first); everything written is encrypted with the
 current key, so secrets move to it as they are updated, or all at once with
-:func:`reencrypt`.
+:func:`reencrypt_stored` (``herald reencrypt-secrets``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from worker.config import Settings, get_settings
 
@@ -48,12 +50,37 @@ def decrypt(token: bytes, settings: Settings | None = None) -> bytes:
 
 def reencrypt(token: bytes, settings: Settings | None = None) -> bytes:
     """``token`` encrypted with the current key (unchanged if it already is)."""
+    settings = settings or get_settings()
+    try:
+        _fernet(settings.fernet_key()).decrypt(token)
+        return token
+    except InvalidToken:
+        pass
     try:
         return _cipher(settings).rotate(token)
     except InvalidToken:
         raise SecretDecryptionError(
             "stored secrets do not decrypt with this HERALD_SECRET_KEY"
         ) from None
+
+
+def reencrypt_stored(session: Session, settings: Settings | None = None) -> int:
+    """Every stored secret (channel credentials, access-key secrets) encrypted with the
+    current key; how many were re-encrypted. After this, ``HERALD_PREVIOUS_SECRET_KEY`` can go.
+    """
+    from worker.models import AccessKey, Channel
+
+    changed = 0
+    for channel in session.scalars(select(Channel).where(Channel.secrets.is_not(None))):
+        assert channel.secrets is not None
+        rotated = reencrypt(channel.secrets, settings)
+        changed += rotated != channel.secrets
+        channel.secrets = rotated
+    for key in session.scalars(select(AccessKey)):
+        rotated = reencrypt(key.secret, settings)
+        changed += rotated != key.secret
+        key.secret = rotated
+    return changed
 
 
 def encrypt_json(values: dict[str, str], settings: Settings | None = None) -> bytes:
