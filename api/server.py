@@ -37,8 +37,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        # Not while a pipelined request, whose head has arrived, is now being answered.
+        if not self.transport.is_closing() and not self._answering():
             self._arm_head_deadline()
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
@@ -57,7 +61,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and not self._answering():
             self.transport.close()
 
 
