@@ -24,10 +24,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from api import dashboard, errors, metrics
 from api.ratelimit import RateLimiter, build_rate_limiter
-from api.sigv4 import SignatureError, verify
+from api.sigv4 import SignatureError, check_headers, verify
 from worker import applications, channels, endpoints, health, sending, wire
 from worker.access_keys import KeyStore, Principal
 from worker.channels import ChannelCache
@@ -44,6 +45,7 @@ log = structlog.get_logger("herald.api")
 MAX_BODY = 7 * 1024 * 1024
 MAX_JSON_DEPTH = 32
 RECHECK_S = 1.0
+CLIENT_CLOSED_REQUEST = 499
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": (
@@ -159,29 +161,62 @@ def _depth(value: Any, level: int = 1) -> int:
     return level
 
 
-async def _read_body(request: Request) -> bytes:
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
+async def _read_body(request: Request, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise PayloadTooLarge("Request body exceeds the 7 MB limit")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge("Request body exceeds the 7 MB limit")
-        chunks.append(chunk)
+    try:
+        # A signed client that trickles its body would hold a connection and a buffer for
+        # as long as it likes; uvicorn has no body timeout of its own.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise PayloadTooLarge("Request body exceeds the 7 MB limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BadRequest(f"The request body did not arrive within {timeout_s:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone from None
     return b"".join(chunks)
+
+
+def _signature_headers(request: Request) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    return headers
 
 
 async def authenticated(request: Request) -> Call:
     herald: Herald = request.app.state.herald
     rid = errors.request_id_of(request)
-    body = await _read_body(request)
-    headers: dict[str, list[str]] = {}
-    for name, value in request.headers.raw:
-        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    headers = _signature_headers(request)
     region = None if herald.settings.region == "*" else herald.settings.region
+
+    def secret_for(key_id: str) -> str | None:
+        principal = herald.keys.principal(key_id)
+        return principal.secret if principal is not None else None
+
+    # Until the body has been read, any answer closes the connection (see pinpoint_envelope):
+    # what the client is still sending is never read.
+    request.state.body_unread = True
     try:
+        # Headers first: an unsigned client, an unknown key or a stale date is refused before
+        # a byte of its (up to 7 MiB) body is read.
+        claim = await run_in_threadpool(
+            check_headers, headers=headers, secret_for=secret_for, region=region
+        )
+        # A key Herald knows, not yet proven by the signature: the log names who claimed it.
+        metrics.name_access_key(request.scope, claim.access_key_id)
+        body = await _read_body(request, herald.settings.body_timeout_s)
+        request.state.body_unread = False
         verified = await run_in_threadpool(
             verify,
             method=request.method,
@@ -190,10 +225,9 @@ async def authenticated(request: Request) -> Call:
             raw_query=request.scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,
-            secret_for=lambda key_id: (
-                p.secret if (p := herald.keys.principal(key_id)) is not None else None
-            ),
+            secret_for=secret_for,
             region=region,
+            claim=claim,
         )
     except SignatureError as exc:
         raise Forbidden(str(exc)) from None
@@ -589,6 +623,13 @@ def create_app(
     )
     app.state.herald = herald
     errors.install(app)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(_request: Request, _exc: ClientGone) -> Response:
+        # Not a server error: the request log records it as 499 (nginx's "client closed
+        # request"), without a traceback.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     app.include_router(service)
     app.include_router(router)
 
@@ -607,6 +648,10 @@ def create_app(
             )
         response: Response = await call_next(request)
         response.headers.setdefault("x-amzn-RequestId", rid)
+        if getattr(request.state, "body_unread", False):
+            # Refused before its body was read: close, or the client's upload keeps the
+            # connection (and the parser's buffer) busy after the answer.
+            response.headers["Connection"] = "close"
         return response
 
     dashboard.install(app)

@@ -7,6 +7,7 @@
     herald keys ...   create / list / revoke access keys
     herald results    a request's per-endpoint outcomes
     herald prune      delete final results older than HERALD_RESULT_RETENTION_S, now
+    herald reencrypt-secrets   stored secrets moved to the current HERALD_SECRET_KEY
     herald dashboard-link   a signed link that opens the operations dashboard
 """
 
@@ -17,6 +18,7 @@ import configparser
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from api.app import Herald, create_app
+    from api.server import uvicorn_options
     from worker.embedded import EmbeddedWorker
     from worker.migrate import upgrade
 
@@ -83,13 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if credentials:
         print(f"Access key: AWS_SHARED_CREDENTIALS_FILE={credentials} AWS_PROFILE=herald",
               file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
 
 
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    _settings()
+    from api.server import uvicorn_options
+
+    settings = _settings()
     shared_metrics = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several processes behind one port: /metrics must add up all of them.
@@ -99,7 +104,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics
     try:
         uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                    log_level="warning", proxy_headers=True)
+                    proxy_headers=True, **uvicorn_options(settings))
     finally:
         if shared_metrics:
             import shutil
@@ -149,6 +154,19 @@ def cmd_keys(args: argparse.Namespace) -> None:
         sys.exit(f"herald: {exc.message}")
 
 
+def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
+    from worker.crypto import SecretDecryptionError, reencrypt_stored
+    from worker.db import session_scope
+
+    try:
+        with session_scope(_settings()) as session:
+            changed = reencrypt_stored(session)
+    except SecretDecryptionError as exc:
+        sys.exit(f"herald: {exc}")
+    print(f"{changed} stored secrets re-encrypted with the current HERALD_SECRET_KEY",
+          file=sys.stderr)
+
+
 def cmd_results(args: argparse.Namespace) -> None:
     from worker.db import session_scope
     from worker.models import MessageRequest
@@ -167,15 +185,27 @@ def cmd_results(args: argparse.Namespace) -> None:
             rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
             rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
     if args.json:
+        # ensure_ascii (the default) escapes every control character, C1 and bidi included.
         print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id, **answer},
                          indent=2))
         return
     print(f"{'USER':20} {'RECIPIENT':28} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL "
           "MESSAGE")
     for user, recipient, r in rows:
-        print(f"{user[:20]:20} {recipient[:28]:28} {r['DeliveryStatus']:18} "
-              f"{r['StatusCode']:>4} {r['Attempts']:>5} {'yes' if r['Final'] else 'no':5} "
-              f"{(r.get('StatusMessage') or '')[:60]}")
+        print(f"{printable(user)[:20]:20} {printable(recipient)[:28]:28} "
+              f"{r['DeliveryStatus']:18} {r['StatusCode']:>4} {r['Attempts']:>5} "
+              f"{'yes' if r['Final'] else 'no':5} "
+              f"{printable(r.get('StatusMessage') or '')[:60]}")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: ids and messages come from tenants and providers, and an
+    escape sequence printed raw can rewrite the screen or the window title. Control and
+    format characters (C0, DEL, C1, bidi overrides) are shown escaped, as Python writes them."""
+    return "".join(
+        char if unicodedata.category(char) not in ("Cc", "Cf") else ascii(char)[1:-1]
+        for char in text
+    )
 
 
 def cmd_prune(_args: argparse.Namespace) -> None:
@@ -217,8 +247,8 @@ def cmd_dashboard_link(args: argparse.Namespace) -> None:
         print(login_link(_settings(), args.url, args.ttl))
     except (ValueError, ConfigError) as exc:
         sys.exit(f"herald: {exc}")
-    print(f"Valid for {args.ttl} s; it signs you in for {SESSION_S // 3600} hours. Anyone "
-          "holding it can sign in.", file=sys.stderr)
+    print(f"Valid once, for {args.ttl} s; it signs you in for {SESSION_S // 3600} hours. "
+          "Anyone holding it before you use it can sign in.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    reencrypt = commands.add_parser(
+        "reencrypt-secrets",
+        help="encrypt every stored secret with the current HERALD_SECRET_KEY (after a change)")
+    reencrypt.set_defaults(func=cmd_reencrypt_secrets)
 
     results = commands.add_parser("results", help="a request's per-endpoint outcomes")
     results.add_argument("request_id")

@@ -5,8 +5,13 @@ runs ``herald dashboard-link`` on a machine that has the configuration, and open
 printed link. The link carries a token — an expiry and a nonce, HMAC-SHA256-signed with a key
 derived from ``HERALD_SECRET_KEY`` — and ``/dashboard/login`` trades it for a session cookie
 signed the same way (another purpose label, so one cannot stand in for the other): HttpOnly,
-SameSite=Strict, scoped to ``/dashboard``, expiring after ``SESSION_S``. Any API process
-verifies both without shared state. Every later page needs the cookie, or answers 401.
+SameSite=Strict, scoped to ``/dashboard``, expiring after ``SESSION_S``, and Secure when the
+browser reaches Herald over https (``HERALD_PUBLIC_URL`` says so when TLS ends at a proxy).
+Every later page needs the cookie, or answers 401.
+
+The signatures prove a token is Herald's; the ``dashboard_tokens`` table, shared by every API
+process, adds what they cannot: a link signs in once (its nonce is recorded when used), and a
+session lasts only while its row does (signing out deletes it).
 
 The login answers with a page that moves on to ``/dashboard`` itself rather than an HTTP
 redirect: a link opened from chat or mail is a cross-site navigation, and browsers withhold
@@ -26,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -36,9 +41,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 
 from worker import reports, retention
 from worker.config import Settings
+from worker.models import DashboardToken
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "herald_dashboard"
@@ -87,9 +95,16 @@ def sign(settings: Settings, purpose: str, expires_at: int) -> str:
     return f"{body}.{_mac(settings, purpose, body)}"
 
 
+@dataclass(frozen=True)
+class Token:
+    expires: int
+    nonce: str
+
+
 def verify(settings: Settings, purpose: str, token: str | None, now: float | None = None
-           ) -> int | None:
-    """The token's expiry if it is ours, for this purpose and not expired; else None."""
+           ) -> Token | None:
+    """The token's expiry and nonce if it is ours, for this purpose and not expired; else
+    None."""
     if not token or len(token) > 200:
         return None
     body, _, mac = token.rpartition(".")
@@ -100,7 +115,28 @@ def verify(settings: Settings, purpose: str, token: str | None, now: float | Non
         return None
     if int(expires) <= (time.time() if now is None else now):
         return None
-    return int(expires)
+    return Token(int(expires), nonce)
+
+
+def _record(sessions: Any, purpose: str, token: Token) -> bool:
+    """Store a token's nonce; False if it is there already (a link used before)."""
+    now = datetime.now(UTC)
+    try:
+        with sessions() as session, session.begin():
+            session.execute(delete(DashboardToken).where(DashboardToken.expires_at < now))
+            session.add(DashboardToken(
+                nonce=token.nonce, purpose=purpose,
+                expires_at=datetime.fromtimestamp(token.expires, UTC),
+            ))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _live_session(sessions: Any, token: Token) -> bool:
+    with sessions() as session:
+        row = session.get(DashboardToken, token.nonce)
+        return row is not None and row.purpose == _SESSION
 
 
 def login_link(settings: Settings, base_url: str, ttl_s: int = DEFAULT_LINK_TTL_S) -> str:
@@ -114,15 +150,22 @@ class LoginRequired(Exception):
     """No valid dashboard session cookie."""
 
 
-def _session(request: Request) -> int:
+def _session(request: Request) -> Token:
     settings: Settings = request.app.state.herald.settings
-    expires = verify(settings, _SESSION, request.cookies.get(COOKIE))
-    if expires is None:
+    token = verify(settings, _SESSION, request.cookies.get(COOKIE))
+    if token is None or not _live_session(_sessions(request), token):
         raise LoginRequired
-    return expires
+    return token
 
 
-SignedIn = Annotated[int, Depends(_session)]
+SignedIn = Annotated[Token, Depends(_session)]
+
+
+def _secure(request: Request, settings: Settings) -> bool:
+    # Behind a proxy on another host the request arrives as http (uvicorn trusts forwarded
+    # headers only from 127.0.0.1); the configured public URL says what the browser uses.
+    public = settings.public_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
 
 
 # --- charts ---------------------------------------------------------------------------------
@@ -264,24 +307,40 @@ templates.env.filters["utc"] = _fmt_time
 @router.get("/login", name="dashboard_login")
 def login(request: Request, token: str = "") -> Response:
     settings: Settings = request.app.state.herald.settings
-    if verify(settings, _LOGIN, token) is None:
+    link = verify(settings, _LOGIN, token)
+    if link is None:
         return _page(request, "message.html", 401, title="Link invalid or expired",
                      message="This dashboard link is invalid or has expired. Run "
                              "`herald dashboard-link` for a new one.", signed_in=False)
+    if not _record(_sessions(request), _LOGIN, link):
+        return _page(request, "message.html", 401, title="Link already used",
+                     message="This dashboard link has been used already; each link signs in "
+                             "once. Run `herald dashboard-link` for a new one.",
+                     signed_in=False)
+    cookie = sign(settings, _SESSION, int(time.time()) + SESSION_S)
+    session_token = verify(settings, _SESSION, cookie)
+    assert session_token is not None
+    _record(_sessions(request), _SESSION, session_token)
     response = _page(request, "login.html", signed_in=False)
     response.set_cookie(
-        COOKIE, sign(settings, _SESSION, int(time.time()) + SESSION_S), max_age=SESSION_S,
-        path=COOKIE_PATH, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https",
+        COOKIE, cookie, max_age=SESSION_S, path=COOKIE_PATH, httponly=True, samesite="strict",
+        secure=_secure(request, settings),
     )
     return response
 
 
 @router.post("/logout", name="dashboard_logout")
 def logout(request: Request) -> Response:
+    settings: Settings = request.app.state.herald.settings
+    token = verify(settings, _SESSION, request.cookies.get(COOKIE))
+    if token is not None:
+        # The cookie may live on in the browser (or a copy elsewhere): the session ends here.
+        with _sessions(request)() as session, session.begin():
+            session.execute(delete(DashboardToken).where(DashboardToken.nonce == token.nonce))
     response = _page(request, "message.html", title="Signed out",
                      message="You are signed out of the Herald dashboard.", signed_in=False)
-    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict",
+                           secure=_secure(request, settings))
     return response
 
 

@@ -74,6 +74,21 @@ def _process_metrics() -> Any:
     return REGISTRY
 
 
+_ACCESS_KEY = "herald.access_key_id"
+
+
+def name_access_key(scope: Scope, key_id: str) -> None:
+    """Record the verified access key of a request for its log event."""
+    scope[_ACCESS_KEY] = key_id
+
+
+def _client(scope: Scope) -> str | None:
+    # uvicorn puts the peer here, or the forwarded client when the peer is a trusted proxy
+    # (--forwarded-allow-ips).
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 def _operation(scope: Scope) -> str:
     route = scope.get("route")
     name = getattr(route, "name", None)
@@ -122,6 +137,8 @@ class RequestMetrics:
                 error_type=headers.get("x-amzn-errortype"),
                 amzn_request_id=headers.get("x-amzn-requestid"),
                 app_id=(scope.get("path_params") or {}).get("app_id"),
+                access_key_id=scope.get(_ACCESS_KEY),
+                client=_client(scope),
                 duration_ms=round(elapsed * 1000, 1),
             )
 

@@ -87,19 +87,31 @@ def canonical_request(
     )
 
 
-def verify(
+@dataclass(frozen=True)
+class Claim:
+    """What a request's signature headers claim, checked as far as can be without the body:
+    shape, scope, date within the allowed skew, and a known access key."""
+
+    access_key_id: str
+    secret: str
+    scope_date: str
+    scope_region: str
+    signed_headers: list[str]
+    signature: str
+    amz_date: str
+
+
+def check_headers(
     *,
-    method: str,
-    raw_path: str,
-    raw_query: str,
     headers: Mapping[str, Sequence[str]],
-    body: bytes,
     secret_for: Callable[[str], str | None],
     region: str | None,
     now: datetime | None = None,
-) -> Verified:
-    """Check the request's signature; raise SignatureError saying what is wrong.
+) -> Claim:
+    """Everything :func:`verify` checks that does not need the body; raise SignatureError.
 
+    The API calls this before reading a body, so an unsigned client, or one signing with a
+    key Herald does not know or a stale date, is refused without its upload being read.
     ``headers`` maps lower-case names to every value received. ``secret_for`` returns the
     secret of an access key id, or None for an unknown or revoked key. ``region`` None
     accepts any region in the credential scope.
@@ -138,6 +150,31 @@ def verify(
             "Signature expired: X-Amz-Date is more than 15 minutes from the server's time "
             f"({now.strftime('%Y%m%dT%H%M%SZ')})"
         )
+    secret = secret_for(key_id)
+    if secret is None:
+        raise SignatureError("The security token included in the request is invalid")
+    return Claim(key_id, secret, scope_date, scope_region, signed, match["signature"], amz_date)
+
+
+def verify(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, Sequence[str]],
+    body: bytes,
+    secret_for: Callable[[str], str | None],
+    region: str | None,
+    now: datetime | None = None,
+    claim: Claim | None = None,
+) -> Verified:
+    """Check the request's signature; raise SignatureError saying what is wrong.
+
+    ``claim`` is :func:`check_headers`' answer when the caller already has it; the other
+    arguments are as there.
+    """
+    if claim is None:
+        claim = check_headers(headers=headers, secret_for=secret_for, region=region, now=now)
     claimed_hash = headers.get("x-amz-content-sha256", [""])[0]
     if claimed_hash and not hmac.compare_digest(
         claimed_hash.encode(), hashlib.sha256(body).hexdigest().encode()
@@ -145,20 +182,19 @@ def verify(
         # The signature covers this header, not the body: unchecked, a captured request
         # could carry any body. Unsigned payloads are not accepted.
         raise SignatureError("X-Amz-Content-SHA256 does not match the request body")
-    secret = secret_for(key_id)
-    if secret is None:
-        raise SignatureError("The security token included in the request is invalid")
-    request = canonical_request(method, raw_path, raw_query, headers, signed, body)
-    scope = f"{scope_date}/{scope_region}/{scope_service}/aws4_request"
+    request = canonical_request(method, raw_path, raw_query, headers, claim.signed_headers, body)
+    scope = f"{claim.scope_date}/{claim.scope_region}/{SERVICE}/aws4_request"
     string_to_sign = "\n".join(
-        (ALGORITHM, amz_date, scope, hashlib.sha256(request.encode()).hexdigest())
+        (ALGORITHM, claim.amz_date, scope, hashlib.sha256(request.encode()).hexdigest())
     )
     expected = hmac.new(
-        signing_key(secret, scope_date, scope_region), string_to_sign.encode(), hashlib.sha256
+        signing_key(claim.secret, claim.scope_date, claim.scope_region),
+        string_to_sign.encode(),
+        hashlib.sha256,
     ).hexdigest()
-    if not hmac.compare_digest(expected, match["signature"]):
+    if not hmac.compare_digest(expected, claim.signature):
         raise SignatureError(
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method."
         )
-    return Verified(access_key_id=key_id, region=scope_region)
+    return Verified(access_key_id=claim.access_key_id, region=claim.scope_region)

@@ -175,7 +175,8 @@ def main() -> None:
     settings = Settings(apns_url=apns.url, ca_bundle=apns.ca_path, provider_timeout_s=30)
     stack = Stack("bench", env={
         "HERALD_APNS_URL": apns.url, "HERALD_CA_BUNDLE": str(apns.ca_path),
-        "HERALD_FCM_URL": fcm.base_url, "HERALD_SMTP_URL": smtp.url,
+        "HERALD_FCM_URL": fcm.base_url, "HERALD_FCM_TOKEN_URL": fcm.token_url,
+        "HERALD_SMTP_URL": smtp.url,
         "HERALD_SYNC_TIMEOUT_S": "120", "HERALD_PROVIDER_TIMEOUT_S": "30",
         "HERALD_RATE_LIMIT_RPS": "100000", "HERALD_LOG_LEVEL": "WARNING"})
     rows: list[dict[str, Any]] = []

@@ -66,6 +66,7 @@ def provider_env(smtp: FakeSmtp, fakes: Fakes) -> dict[str, str]:
         "HERALD_APNS_SANDBOX_URL": fakes.apns_sandbox.url,
         "HERALD_CA_BUNDLE": str(fakes.apns.ca_path),
         "HERALD_FCM_URL": fakes.fcm.base_url,
+        "HERALD_FCM_TOKEN_URL": fakes.fcm.token_url,
         "HERALD_ADM_URL": fakes.adm.base_url,
         "HERALD_BAIDU_URL": fakes.baidu.base_url,
         "HERALD_TWILIO_URL": fakes.twilio.url,

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT_KEY_ID = "HKTESTROOTKEY0000001"
-ROOT_SECRET = "test-root-secret-" + "x" * 23
+ROOT_SECRET = "tR7kQ2vLm9XwZp4NfJ8sBc3HdY6gKu1Ve5Ta0Wq"
+SECRET_KEY = "hV3nP8qZr2LxT6wKc9FmJ4sYb7DgA1uNe5Rt0Qi"  # HERALD_SECRET_KEY of every stack
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -149,7 +150,7 @@ class Stack:
             "HERALD_DATABASE_URL": create_database(self.database, pg_port),
             "HERALD_BROKER_URL": self.redis_url,
             "HERALD_REDIS_URL": self.redis_url,
-            "HERALD_SECRET_KEY": "test-secret-key",
+            "HERALD_SECRET_KEY": SECRET_KEY,
             "HERALD_ROOT_ACCESS_KEY_ID": ROOT_KEY_ID,
             "HERALD_ROOT_SECRET_ACCESS_KEY": ROOT_SECRET,
             "HERALD_SYNC_TIMEOUT_S": "10",

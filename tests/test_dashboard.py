@@ -3,6 +3,7 @@ stack, after boto3 sends that succeed and one that the SMTP server refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
@@ -17,7 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from api.dashboard import COOKIE, sign
 from tests.fakes.smtp import FakeSmtp
-from tests.stack import ARTIFACTS, Stack
+from tests.stack import ARTIFACTS, SECRET_KEY, Stack
 from worker.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,7 +150,7 @@ def test_dashboard_refuses_missing_tampered_expired_and_foreign_credentials(
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     later = str(int(token.split(".")[0]) + 3600)
     ours = Settings(secret_key=stack.env["HERALD_SECRET_KEY"], database_url="sqlite://")
-    theirs = Settings(secret_key="someone-elses-key", database_url="sqlite://")
+    theirs = Settings(secret_key="Zq8Lw3Nv6Tb1Hx4Ck7Pm2Jr5Gd9Fs0Ya", database_url="sqlite://")
     refused = {
         "tampered signature": flipped,
         "extended expiry": ".".join([later, *token.split(".")[1:]]),
@@ -202,7 +203,7 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
     from worker.migrate import upgrade
     from worker.models import Application, Delivery, MessageRequest
 
-    settings = Settings(data_dir=tmp_path / "data", secret_key="k")
+    settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY)
     upgrade(settings)
     until = datetime(2026, 11, 1, 12, 0, 30, tzinfo=UTC)
     win = reports.window("1h", until=until)
@@ -231,3 +232,62 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
         (bucket, "PERMANENT_FAILURE", 1), (bucket, "SUCCESSFUL", 2)]
     assert [(r.app_name, r.channel, r.successful, r.failed) for r in rates] == [
         ("embedded", "SMS", 2, 1)]
+
+
+# --- issue 14: tokens masked, one-time links, sign-out that ends the session, Secure ---------
+
+
+@contextlib.contextmanager
+def _signed_in(stack: Stack, api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url) as client:
+        assert client.get(dashboard_link(stack, api_url)).status_code == 200
+        yield client
+
+
+def test_a_login_link_signs_in_once(stack: Stack, api_url: str) -> None:
+    link = dashboard_link(stack, api_url)
+    assert httpx.get(link).status_code == 200
+    again = httpx.get(link)
+    assert again.status_code == 401 and "set-cookie" not in again.headers
+    assert "used already" in again.text
+
+
+def test_signing_out_ends_the_session_everywhere(stack: Stack, api_url: str) -> None:
+    with _signed_in(stack, api_url) as browser_like:
+        copied = browser_like.cookies[COOKIE]  # e.g. left in another browser, or stolen
+        assert httpx.get(api_url + "/dashboard", cookies={COOKIE: copied}).status_code == 200
+        browser_like.post("/dashboard/logout")
+    assert httpx.get(api_url + "/dashboard", cookies={COOKIE: copied}).status_code == 401
+
+
+def test_the_request_page_never_shows_a_whole_device_token(
+    stack: Stack, api_url: str, client: Any, app_id: str
+) -> None:
+    token = "f" * 24 + uuid.uuid4().hex  # no APNs channel: the row fails, with its address
+    request_id = client.send_messages(ApplicationId=app_id, MessageRequest={
+        "Addresses": {token: {"ChannelType": "APNS"}},
+        "MessageConfiguration": {"DefaultPushNotificationMessage": {"Body": "b"}},
+    })["MessageResponse"]["RequestId"]
+    with _signed_in(stack, api_url) as browser_like:
+        page = browser_like.get(f"/dashboard/requests/{request_id}")
+    assert page.status_code == 200
+    assert token not in page.text
+    assert token[-4:] in page.text  # enough to recognise it
+
+
+def test_the_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path) -> None:
+    """TLS ends at a proxy on another host: Herald sees http, the browser uses https."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.dashboard import login_link
+    from worker.migrate import upgrade
+
+    settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY,
+                        public_url="https://herald.example.com")
+    upgrade(settings)
+    app = create_app(settings, enqueue=lambda _request_id, _ids: None)
+    with TestClient(app, base_url="http://api-1.internal:8080") as browser_like:
+        response = browser_like.get(login_link(settings, "http://api-1.internal:8080"))
+    assert response.status_code == 200
+    assert "Secure" in response.headers["set-cookie"]

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.stack import create_database, drop_database
+from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
 from worker.applications import create_application
 from worker.channels import ChannelCache, update_channel
@@ -33,7 +33,6 @@ from worker.providers.base import Delivery as Message
 from worker.recovery import Housekeeping, Sweeper, sweep
 from worker.sending import Accepted, accept_users_request
 
-SECRET = "test-secret-key-for-the-in-process-tier-0123456789"
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
 
 
@@ -71,7 +70,7 @@ class Switchable:
 def database() -> Iterator[str]:
     name = f"herald_test_delivery_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
-    upgrade(Settings(database_url=url, secret_key=SECRET))
+    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
     yield url
     drop_database(name)
 
@@ -83,7 +82,7 @@ def sessions(database: str) -> sessionmaker[Session]:
 
 def runtime_for(sessions: Any, provider: ScriptedProvider, **settings: Any) -> Runtime:
     return Runtime(
-        settings=Settings(secret_key=SECRET, retry_base_delay_s=0.01, **settings),
+        settings=Settings(secret_key=SECRET_KEY, retry_base_delay_s=0.01, **settings),
         sessions=sessions,
         providers=lambda _channel_type: provider,  # type: ignore[arg-type,return-value]
         loop=asyncio.new_event_loop(),
@@ -292,7 +291,7 @@ def test_housekeeping_sweeps_every_tick_and_runs_retention_on_its_schedule(
     handed: list[int] = []
     passes: list[float] = []
     housekeeping = Housekeeping(
-        Settings(secret_key=SECRET, retention_interval_s=60, recovery_grace_s=1), sessions,
+        Settings(secret_key=SECRET_KEY, retention_interval_s=60, recovery_grace_s=1), sessions,
         lambda _r, ids: handed.extend(ids), clock=lambda: now[0],
         retention=lambda _sessions, _settings: passes.append(now[0]))
     housekeeping.tick()
@@ -309,7 +308,7 @@ def test_housekeeping_runs_the_real_retention_by_default(
     sessions: sessionmaker[Session],
 ) -> None:
     deliver_batch(runtime_for(sessions, ScriptedProvider()), *_sent(sessions))
-    Housekeeping(Settings(secret_key=SECRET), sessions, lambda _r, _ids: None).tick()
+    Housekeeping(Settings(secret_key=SECRET_KEY), sessions, lambda _r, _ids: None).tick()
     with sessions() as session:
         state = session.scalar(select(RollupState))
     assert state is not None and state.attempts_seen_upto > 0  # retention's roll-up ran

@@ -56,6 +56,11 @@ def test_serve_sends_over_smtp_and_console_with_sqlite(tmp_path: Path, smtp: Fak
         phone = response["Result"]["u2"]["phone"]
         assert mail["DeliveryStatus"] == "SUCCESSFUL" and mail["StatusCode"] == 250
         assert "from the embedded mode" in smtp.to("embedded@x.test")[-1].message.get_content()
+        # Everything in the data directory is the owner's alone (issue 14).
+        data = tmp_path / "data"
+        assert data.stat().st_mode & 0o777 == 0o700
+        for name in ("herald.db", "herald.db-wal", "herald.db-shm", "secret.key"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
         # No SMS transport configured: the console provider says so.
         assert phone["DeliveryStatus"] == "SUCCESSFUL"
         assert "console provider" in phone["StatusMessage"]

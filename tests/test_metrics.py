@@ -18,7 +18,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from tests.fakes.smtp import FakeSmtp
-from tests.stack import PrivateRedis, Stack, create_database, drop_database, pinpoint
+from tests.stack import (
+    SECRET_KEY,
+    PrivateRedis,
+    Stack,
+    create_database,
+    drop_database,
+    pinpoint,
+)
 from tests.test_management import _signed
 from worker.config import Settings
 from worker.metrics import FleetCollector
@@ -163,7 +170,7 @@ def test_metrics_can_require_a_signature(metrics_stack: Stack) -> None:
 def own_database() -> Iterator[str]:
     name = f"herald_test_fleet_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
-    upgrade(Settings(database_url=url, secret_key="x"))
+    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
     try:
         yield url
     finally:

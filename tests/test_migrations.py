@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from tests.stack import create_database, drop_database
+from tests.stack import SECRET_KEY, create_database, drop_database
 from worker.config import Settings
 from worker.migrate import alembic_config, upgrade
 
@@ -18,7 +18,7 @@ def test_alembic_check_is_clean_on_postgres() -> None:
     name = f"herald_test_alembic_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
     try:
-        settings = Settings(database_url=url, secret_key="k")
+        settings = Settings(database_url=url, secret_key=SECRET_KEY)
         upgrade(settings)
         command.check(alembic_config(settings))  # raises if autogenerate finds a difference
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
-from tests.stack import create_database, drop_database
+from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
 from worker.applications import create_application
 from worker.channels import ChannelCache, update_channel
@@ -32,7 +32,7 @@ from worker.sending import accept_users_request
 def runtime() -> Iterator[Runtime]:
     name = f"herald_test_delivery_{uuid.uuid4().hex[:6]}"
     settings = Settings(database_url=create_database(name),
-                        secret_key="test-secret-key-for-the-in-process-tier-0123456789")
+                        secret_key=SECRET_KEY)
     upgrade(settings)
     runtime = build_runtime(settings, notify=lambda _request_id: None)
     yield runtime

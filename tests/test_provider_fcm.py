@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.fcm import FakeFcm, make_service_account
-from tests.fakes.http import unused_port
+from tests.fakes.http import Reply, unused_port
 from tests.providers import (
     channel_config,
     drive,
@@ -42,7 +42,7 @@ def fcm() -> Iterator[FakeFcm]:
 
 
 def settings_for(fake: FakeFcm, **overrides: Any) -> Settings:
-    return provider_settings(fcm_url=fake.base_url, **overrides)
+    return provider_settings(fcm_url=fake.base_url, fcm_token_url=fake.token_url, **overrides)
 
 
 def gcm_channel(service_account: dict[str, str] | None = None, **credentials: str) -> ChannelConfig:
@@ -259,6 +259,42 @@ def test_non_json_gateway_error_is_temporary() -> None:
     outcome = classify_fcm_response(502, "<html>Bad Gateway</html>", {})
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert status_message(outcome)["pushProviderResponse"] == "<html>Bad Gateway</html>"
+
+
+def test_a_provider_answer_is_trimmed_before_it_reaches_results() -> None:
+    outcome = classify_fcm_response(502, "<html>" + "internal detail " * 400, {})
+    assert len(status_message(outcome)["pushProviderResponse"]) <= 513
+
+
+# --- the token endpoint is Herald's, never the tenant's ---------------------------------------
+
+
+def test_service_json_token_uri_is_never_contacted(fcm: FakeFcm) -> None:
+    """A tenant's ServiceJson pointing token_uri at an internal service: the worker neither
+    connects there nor copies its answer into the result (issue 14, SSRF with read-back)."""
+    with FakeFcm() as internal:
+        internal.script(None, lambda _r: Reply(401, {"error": "internal-secret-document"}))
+        account = fcm.add_service_account()
+        account["token_uri"] = internal.token_url
+        outcome = send_one(FcmProvider(settings_for(fcm)), delivery(), gcm_channel(account))
+        assert internal.requests == []
+    assert outcome.status is DeliveryStatus.SUCCESSFUL
+    assert "internal-secret-document" not in (outcome.status_message or "")
+    assert len(fcm.token_requests()) == 1
+
+
+def test_token_url_comes_from_configuration(fcm: FakeFcm) -> None:
+    account = fcm.add_service_account()
+    with FakeFcm() as elsewhere:
+        elsewhere.trust(account)
+        outcome = send_one(
+            FcmProvider(provider_settings(fcm_url=fcm.base_url, fcm_token_url=elsewhere.token_url)),
+            delivery(), gcm_channel(account),
+        )
+        # The fake FCM accepts only tokens it issued itself: a token from `elsewhere` is a 401.
+        assert len(elsewhere.token_requests()) >= 1
+    assert fcm.token_requests() == []
+    assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
 
 
 # --- against the fake: success, payload, headers --------------------------------------------
@@ -517,7 +553,7 @@ def test_fake_verifies_the_assertion_signature(fcm: FakeFcm) -> None:
 
 
 def test_unknown_service_account_is_refused(fcm: FakeFcm) -> None:
-    stranger = make_service_account(fcm.token_uri)  # never trusted by the fake
+    stranger = make_service_account()  # never trusted by the fake
     outcome = send_one(FcmProvider(settings_for(fcm)), delivery(), gcm_channel(stranger))
     assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
     assert "account not found" in status_message(outcome)["errorMessage"]
@@ -544,7 +580,7 @@ def test_token_endpoint_outage_is_temporary(fcm: FakeFcm) -> None:
         ({"ServiceJson": "{not json"}, "ServiceJson is not valid JSON"),
         (
             {"ServiceJson": '{"project_id": "p"}'},
-            "ServiceJson lacks private_key, client_email, token_uri",
+            "ServiceJson lacks private_key, client_email",
         ),
         (
             {
@@ -625,7 +661,9 @@ def test_token_endpoint_that_hangs_is_a_timeout(fcm: FakeFcm) -> None:
 
 def test_unreachable_fcm_is_a_temporary_failure(fcm: FakeFcm) -> None:
     account = fcm.add_service_account()  # the token endpoint answers; FCM itself is gone
-    settings = provider_settings(fcm_url=f"http://127.0.0.1:{unused_port()}")
+    settings = provider_settings(
+        fcm_url=f"http://127.0.0.1:{unused_port()}", fcm_token_url=fcm.token_url
+    )
     outcome = send_one(FcmProvider(settings), delivery(), gcm_channel(account))
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503

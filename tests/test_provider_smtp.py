@@ -49,3 +49,60 @@ def test_unreachable_server_is_a_temporary_failure() -> None:
     assert outcome.status is DeliveryStatus.TEMPORARY_FAILURE
     assert outcome.status_code == 503
     assert "SMTP connection failed" in outcome.status_message
+
+
+# --- TLS and credentials (issue 14) ----------------------------------------------------------
+
+
+def _credentials_url(server: FakeSmtp, query: str = "") -> str:
+    return f"smtp://herald:s3cret@127.0.0.1:{server.port}{query}"
+
+
+def test_credentials_go_over_starttls_whenever_the_server_offers_it() -> None:
+    server = FakeSmtp(username="herald", password="s3cret", starttls=True).start()
+    try:
+        provider = SmtpProvider(provider_settings(smtp_url=_credentials_url(server),
+                                                  ca_bundle=server.ca_path))
+        outcome = send_one(provider, email(), CHANNEL)
+    finally:
+        server.stop()
+    assert outcome.status is DeliveryStatus.SUCCESSFUL, outcome.status_message
+    assert server.auth_over_tls == [True]
+    assert [r.tls for r in server.received] == [True]
+
+
+def test_credentials_are_not_sent_in_clear_when_no_starttls_is_offered() -> None:
+    server = FakeSmtp(username="herald", password="s3cret").start()
+    try:
+        provider = SmtpProvider(provider_settings(smtp_url=_credentials_url(server)))
+        outcome = send_one(provider, email(), CHANNEL)
+    finally:
+        server.stop()
+    assert outcome.status is DeliveryStatus.PERMANENT_FAILURE
+    assert outcome.status_code == 530
+    assert "allow_plain_auth=true" in outcome.status_message
+    assert server.auth_over_tls == [] and server.received == []
+
+
+def test_plain_auth_when_the_operator_opts_in() -> None:
+    server = FakeSmtp(username="herald", password="s3cret").start()
+    try:
+        provider = SmtpProvider(provider_settings(
+            smtp_url=_credentials_url(server, "?allow_plain_auth=true")))
+        outcome = send_one(provider, email(), CHANNEL)
+    finally:
+        server.stop()
+    assert outcome.status is DeliveryStatus.SUCCESSFUL
+    assert server.auth_over_tls == [False]
+
+
+def test_mail_without_credentials_is_upgraded_too() -> None:
+    server = FakeSmtp(starttls=True).start()
+    try:
+        provider = SmtpProvider(provider_settings(smtp_url=f"smtp://127.0.0.1:{server.port}",
+                                                  ca_bundle=server.ca_path))
+        outcome = send_one(provider, email(), CHANNEL)
+    finally:
+        server.stop()
+    assert outcome.status is DeliveryStatus.SUCCESSFUL
+    assert [r.tls for r in server.received] == [True]

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dashboard import COOKIE, sign
-from tests.stack import Stack, create_database, drop_database
+from tests.stack import SECRET_KEY, Stack, create_database, drop_database
 from tests.test_metrics import Samples, parse_collector
 from worker.config import Settings
 from worker.db import session_factory
@@ -47,7 +47,7 @@ COUNTERS = ("herald_deliveries_total", "herald_delivery_attempts_total",
 def database() -> Iterator[str]:
     name = f"herald_test_retention_{uuid.uuid4().hex[:6]}"
     url = create_database(name)
-    upgrade(Settings(database_url=url, secret_key="x"))
+    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
     try:
         yield url
     finally:

@@ -16,9 +16,11 @@ from tests.stack import Stack, pinpoint
 from tests.test_send_users import register, send
 
 
-def sms_app(client: Any, app_id: str) -> str:
+def sms_app(client: Any, app_id: str, number: str = "+15550000001") -> str:
+    """An app whose SMS channel sends as HERALD or from ``number`` (its ShortCode: a message
+    may name only its channel's senders)."""
     client.update_sms_channel(ApplicationId=app_id, SMSChannelRequest={
-        "SenderId": "HERALD", "Enabled": True})
+        "SenderId": "HERALD", "ShortCode": number, "Enabled": True})
     client.update_voice_channel(ApplicationId=app_id, VoiceChannelRequest={"Enabled": True})
     return app_id
 
@@ -60,7 +62,7 @@ def test_sms_sender_falls_back_to_the_channel(client: Any, app_id: str, fakes: F
     send(client, app_id, {"MessageConfiguration": {"DefaultMessage": {"Body": "hey"}},
                           "Users": {"u": {}}})
     [sent] = [m for m in fakes.twilio.messages if m.field("To") == "+15550100011"]
-    assert sent.field("From") == "HERALD" and sent.field("Body") == "hey"
+    assert sent.field("From") == "+15550000001" and sent.field("Body") == "hey"
 
 
 def test_temporary_failures_then_success_inside_the_window(client: Any, app_id: str,
@@ -89,12 +91,12 @@ def test_voice_call_with_escaped_twiml(client: Any, app_id: str, fakes: Fakes) -
     response = send(client, app_id, {
         "MessageConfiguration": {"VoiceMessage": {
             "Body": "Your code is {{Code}}", "LanguageCode": "en-GB", "VoiceId": "Amy",
-            "OriginationNumber": "+15550000002"}},
+            "OriginationNumber": "+15550000001"}},
         "Users": {"v": {"Substitutions": {"Code": ["1</Say><Play>http://evil</Play>"]}}}})
     outcome = response["Result"]["v"]["line"]
     assert outcome["DeliveryStatus"] == "SUCCESSFUL" and outcome["MessageId"].startswith("CA")
     [call] = [c for c in fakes.twilio.calls if c.field("To") == "+15550100031"]
-    assert call.field("From") == "+15550000002"
+    assert call.field("From") == "+15550000001"
     twiml = ET.fromstring(call.field("Twiml") or "")
     [say] = list(twiml)
     assert say.tag == "Say" and say.get("language") == "en-GB" and say.get("voice") == "Polly.Amy"
@@ -121,7 +123,7 @@ def test_sms_over_smpp_long_message(smpp_stack: tuple[Stack, FakeSmsc]) -> None:
     client = pinpoint(stack.apis[0][1])
     app_id = client.create_app(CreateApplicationRequest={"Name": "smpp"})[
         "ApplicationResponse"]["Id"]
-    sms_app(client, app_id)
+    sms_app(client, app_id, "+447700900000")
     register(client, app_id, {"p": {"ChannelType": "SMS", "Address": "+447700900123",
                                     "User": {"UserId": "u"}}})
     body = "Long message " + "x" * 300

@@ -98,12 +98,12 @@ def _check_gcm(values: dict[str, Any]) -> None:
             account = json.loads(service_json)
         except ValueError:
             raise BadRequest("ServiceJson is not valid JSON") from None
-        members = ("project_id", "private_key", "client_email", "token_uri")
+        # token_uri is not needed: tokens come from HERALD_FCM_TOKEN_URL, never the tenant's.
+        members = ("project_id", "private_key", "client_email")
         if not isinstance(account, dict) or not all(
             isinstance(account.get(k), str) and account[k] for k in members
         ):
-            raise BadRequest("ServiceJson must have project_id, private_key, client_email and "
-                             "token_uri")
+            raise BadRequest("ServiceJson must have project_id, private_key and client_email")
         try:
             load_pem_private_key(account["private_key"].encode(), password=None)
         except (ValueError, TypeError):
@@ -112,11 +112,13 @@ def _check_gcm(values: dict[str, Any]) -> None:
 
 def _check_email(values: dict[str, Any]) -> None:
     from worker.rendering import check_email_address
+    from worker.senders import check_channel_sender
 
     try:
         check_email_address(values["FromAddress"])
     except ValueError as exc:
         raise BadRequest(f"FromAddress: {exc}") from None
+    check_channel_sender(values)
 
 
 def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:

@@ -15,11 +15,32 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PINPOINT_DEFAULT_RPS = 6000.0
 MIN_RESULT_RETENTION_S = 3600
+MIN_SECRET_LENGTH = 32
+KEYGEN_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# Values that appear in examples and documentation: never a deployment's real secret.
+_PLACEHOLDERS = ("changeme", "replaceme", "example", "secret", "password", "xxxxxxxx")
+
+
+def _is_placeholder(value: str) -> bool:
+    folded = value.lower().replace("-", "").replace("_", "")
+    return any(word in folded for word in _PLACEHOLDERS)
+
+
+def check_secret(value: str) -> None:
+    """Refuse a secret an attacker could guess: short, a placeholder, or one repeated
+    character. Raises ValueError saying how to make a good one."""
+    if len(value) < MIN_SECRET_LENGTH or len(set(value)) < 8 or _is_placeholder(value):
+        raise ValueError(
+            f"is too short or an example value (at least {MIN_SECRET_LENGTH} random "
+            f"characters); generate one with: {KEYGEN_COMMAND}"
+        )
 
 
 class ConfigError(RuntimeError):
@@ -94,8 +115,53 @@ class Settings(BaseSettings):
                              "seconds")
         return value
 
+    # issue 14: security
+    # Where FCM access tokens come from; a tenant's ServiceJson never picks the URL.
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+    # A secret key set before issue 14, kept only to read what it encrypted (see crypto.py).
+    previous_secret_key: str | None = None
+    # The base URL browsers and providers reach Herald at; an https one makes the dashboard
+    # cookie Secure even when TLS ends at a proxy on another host.
+    public_url: str | None = None
+    # Let FromAddress, OriginationNumber and SenderId be anything (one tenant per Herald).
+    allow_any_sender: bool = False
+    # What `herald api` gives one client: seconds to send a request head, then its body; idle
+    # keep-alive seconds; connections at once per process.
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    keep_alive_s: float = Field(default=5.0, gt=0, le=600)
+    max_connections: int = Field(default=1000, ge=1)
+
+    @field_validator("secret_key", "root_secret_access_key")
+    @classmethod
+    def _strong_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_secret(value)
+        return value
+
+    @field_validator("root_access_key_id")
+    @classmethod
+    def _real_key_id(cls, value: str | None) -> str | None:
+        if value is not None and _is_placeholder(value):
+            raise ValueError(
+                "is the example value from deploy/; create a real key pair with "
+                "`herald keys create` (or any id with a secret from " + KEYGEN_COMMAND + ")"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        return value.rstrip("/")
+
     @field_validator(
-        "apns_url", "apns_sandbox_url", "fcm_url", "adm_url", "baidu_url", "twilio_url"
+        "apns_url", "apns_sandbox_url", "fcm_url", "adm_url", "baidu_url", "twilio_url",
+        "fcm_token_url",
     )
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -171,25 +237,51 @@ class Settings(BaseSettings):
         return self.rate_limit_burst or max(1, int(self.rate_limit_rps))
 
     def fernet_key(self) -> bytes:
-        """The key that encrypts secrets at rest (a Fernet key derived from ``HERALD_SECRET_KEY``).
+        """The key that encrypts secrets at rest: a Fernet key derived from
+        ``HERALD_SECRET_KEY`` with HKDF-SHA256.
 
         The embedded default generates one on first start and keeps it in ``data_dir``.
         """
-        raw = self.secret_key
-        if not raw:
-            if not self.embedded and self.database_url:
-                raise ConfigError(
-                    "HERALD_SECRET_KEY must be set when HERALD_DATABASE_URL is set: it encrypts "
-                    "channel credentials and access-key secrets at rest"
-                )
-            path = self.data_dir / "secret.key"
-            if not path.exists():
-                self.data_dir.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_urlsafe(32))
-            raw = path.read_text().strip()
-        return base64.urlsafe_b64encode(hashlib.sha256(raw.encode()).digest())
+        return _derive(self._secret_key_value())
+
+    def legacy_fernet_keys(self) -> list[bytes]:
+        """Keys that may still be needed to read what was stored before: the single-SHA-256
+        derivation used until issue 14, and ``HERALD_PREVIOUS_SECRET_KEY`` (both
+        derivations) while an operator moves to a new secret. Never used to encrypt."""
+        keys = [_legacy_derive(self._secret_key_value())]
+        if self.previous_secret_key:
+            keys += [_derive(self.previous_secret_key), _legacy_derive(self.previous_secret_key)]
+        return keys
+
+    def _secret_key_value(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        if not self.embedded and self.database_url:
+            raise ConfigError(
+                "HERALD_SECRET_KEY must be set when HERALD_DATABASE_URL is set: it encrypts "
+                f"channel credentials and access-key secrets at rest; generate one with: "
+                f"{KEYGEN_COMMAND}"
+            )
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+
+def _derive(secret: str) -> bytes:
+    # The secret is checked to be long and random (check_secret), so HKDF suffices: a slow
+    # password hash would only add start-up time. The info label versions the derivation.
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"herald", info=b"herald at-rest key v2"
+    ).derive(secret.encode())
+    return base64.urlsafe_b64encode(key)
+
+
+def _legacy_derive(secret: str) -> bytes:
+    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest())
 
 
 def load_settings() -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,9 +44,25 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
 
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
     settings = settings or get_settings()
-    if settings.sqlalchemy_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_embedded_database(settings)
     return _sessionmaker(settings.sqlalchemy_url)
+
+
+def prepare_embedded_database(settings: Settings) -> None:
+    """The embedded default's SQLite file (none with HERALD_DATABASE_URL), before anything
+    opens it: it holds every endpoint and result, so it is readable by its owner only.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode, so
+    creating that file 0600 is enough for new ones; files left by older versions are fixed.
+    """
+    if settings.database_url:
+        return
+    path = settings.data_dir / "herald.db"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            file.chmod(0o600)
 
 
 @contextmanager

@@ -84,6 +84,18 @@ def _validate(request: wire.EndpointRequest) -> None:
         raise BadRequest(f"Address must be at most {MAX_ADDRESS} characters")
 
 
+def _check_stored_quota(endpoint_id: str, document: dict[str, Any]) -> None:
+    """The 250-attribute quota holds for the endpoint as stored: updates merge their maps into
+    what is there, so a request within the quota can still take the endpoint over it."""
+    count = sum(len(document.get(member) or {}) for member in _MERGED_MAPS)
+    count += len((document.get("User") or {}).get("UserAttributes") or {})
+    if count > MAX_ATTRIBUTES:
+        raise BadRequest(
+            f"Endpoint {endpoint_id[:MAX_ENDPOINT_ID]} would have {count} Attributes, Metrics "
+            f"and UserAttributes together; an endpoint may have at most {MAX_ATTRIBUTES}"
+        )
+
+
 def _apply(endpoint: Endpoint, request: wire.EndpointRequest) -> None:
     """Merge an update into an endpoint the way Pinpoint does: given members replace, maps
     merge key by key."""
@@ -174,6 +186,7 @@ def upsert_endpoints(
             )
             current[endpoint_id] = endpoint
         _apply(endpoint, request)
+        _check_stored_quota(endpoint_id, endpoint.document)
         if endpoint.channel_type is None:
             raise BadRequest(f"Endpoint {endpoint_id}: ChannelType is required")
         endpoint.updated_at = now

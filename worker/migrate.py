@@ -9,6 +9,7 @@ from alembic.config import Config
 
 import migrations
 from worker.config import Settings
+from worker.db import prepare_embedded_database
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -19,6 +20,5 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def upgrade(settings: Settings) -> None:
-    if settings.sqlalchemy_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_embedded_database(settings)
     command.upgrade(alembic_config(settings), "head")

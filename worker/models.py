@@ -258,3 +258,18 @@ class AccessKey(Base):
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class DashboardToken(Base):
+    """A dashboard login link that has been used, or a signed-in dashboard session.
+
+    Both are HMAC-signed tokens any API process can verify; this table adds what a signature
+    cannot say: a link works once, and a session ends when its owner signs out. Rows are
+    deleted once expired.
+    """
+
+    __tablename__ = "dashboard_tokens"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # "login" (used) or "session"
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -173,6 +173,15 @@ def display_address(channel: str | None, address: str | None) -> str:
     return address
 
 
+def display_recipient(channel: str | None, recipient: str) -> str:
+    """A result row's recipient as the dashboard may show it: a SendMessages row is named by
+    its address, which for a push channel is the device token."""
+    prefix = "address:"
+    if recipient.startswith(prefix):
+        return prefix + display_address(channel, recipient[len(prefix):])
+    return recipient
+
+
 def _in_window(win: Window, app_id: str | None) -> ColumnElement[bool]:
     created = and_(Delivery.created_at >= win.since, Delivery.created_at <= win.until)
     if app_id:
@@ -288,7 +297,7 @@ def request_report(
     deliveries = deliveries[:limit]
     rows = {
         d.id: Recipient(
-            recipient=d.recipient,
+            recipient=display_recipient(d.channel_type, d.recipient),
             user_id=d.user_id,
             endpoint_id=d.endpoint_id,
             channel=d.channel_type or "NONE",

@@ -34,6 +34,7 @@ from worker.rendering import (
     has_message,
     normalize_phone,
 )
+from worker.senders import check_message_senders
 
 MAX_USERS = 100
 MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
@@ -222,7 +223,9 @@ def accept_users_request(
     _check_request(request.message_configuration, request.template_configuration,
                    request.users.values())
     get_application(session, app_id)
-    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    configs = channels.for_app(session, app_id)
+    check_message_senders(request.message_configuration, configs)
+    enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
     by_user = endpoints_of_users(session, app_id, request.users)
@@ -296,7 +299,9 @@ def accept_messages_request(
     _check_request(request.message_configuration, request.template_configuration,
                    [*addresses.values(), *endpoint_configs.values()])
     get_application(session, app_id)
-    enabled = {t: c.enabled for t, c in channels.for_app(session, app_id).items()}
+    configs = channels.for_app(session, app_id)
+    check_message_senders(request.message_configuration, configs)
+    enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
     plan = _Plan()

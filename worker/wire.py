@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
 )
 from pydantic.alias_generators import to_pascal
 
@@ -171,9 +173,45 @@ class SimpleEmailPart(WireModel):
     data: Str | None = None
 
 
+# RFC 5322 §2.2: a field name is printable US-ASCII (33-126) except ":". Anything else — a
+# space, a colon, a line break — lets a name smuggle in another header ("To: x, X-A").
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# Headers Herald writes itself, or that say who the message is from or for, or how its body
+# is encoded: a tenant setting them could send to someone else or as someone else.
+RESERVED_HEADERS = frozenset({
+    "to", "from", "cc", "bcc", "subject", "date", "message-id", "sender", "reply-to",
+    "return-path", "mime-version", "received", "dkim-signature", "delivered-to", "envelope-to",
+})
+_RESERVED_PREFIXES = ("content-", "resent-")
+
+
+def check_header_name(name: str) -> str:
+    """``name`` if a tenant may set it on an e-mail; ValueError saying why not."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(
+            "must be an RFC 5322 field name: printable ASCII without spaces or ':'"
+        )
+    folded = name.lower()
+    if folded in RESERVED_HEADERS or folded.startswith(_RESERVED_PREFIXES):
+        raise ValueError(f"{name} is set by Herald or the message's own members")
+    return name
+
+
 class MessageHeader(WireModel):
     name: Str | None = None
     value: Str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("must not contain a line break")
+        return value
 
 
 class SimpleEmail(WireModel):
@@ -301,24 +339,30 @@ class CreateApplicationRequest(WireModel):
     tags: StrMap | None = None
 
 
+# Pinpoint documents no lengths for these members; a device's make or a city name is short,
+# and an endpoint document is read on every send, so Herald holds them to its attribute value
+# limit (100). EffectiveDate is an ISO 8601 timestamp; RequestId an id.
+EndpointText = Annotated[StrictStr, Field(max_length=100)]
+
+
 class EndpointDemographic(WireModel):
-    app_version: Str | None = None
-    locale: Str | None = None
-    make: Str | None = None
-    model: Str | None = None
-    model_version: Str | None = None
-    platform: Str | None = None
-    platform_version: Str | None = None
-    timezone: Str | None = None
+    app_version: EndpointText | None = None
+    locale: EndpointText | None = None
+    make: EndpointText | None = None
+    model: EndpointText | None = None
+    model_version: EndpointText | None = None
+    platform: EndpointText | None = None
+    platform_version: EndpointText | None = None
+    timezone: EndpointText | None = None
 
 
 class EndpointLocation(WireModel):
-    city: Str | None = None
-    country: Str | None = None
+    city: EndpointText | None = None
+    country: EndpointText | None = None
     latitude: StrictFloat | StrictInt | None = None
     longitude: StrictFloat | StrictInt | None = None
-    postal_code: Str | None = None
-    region: Str | None = None
+    postal_code: EndpointText | None = None
+    region: EndpointText | None = None
 
 
 class EndpointUser(WireModel):
@@ -331,12 +375,12 @@ class EndpointRequest(WireModel):
     attributes: Substitutions | None = None
     channel_type: ChannelType | None = None
     demographic: EndpointDemographic | None = None
-    effective_date: Str | None = None
+    effective_date: Annotated[StrictStr, Field(max_length=64)] | None = None
     endpoint_status: Str | None = None
     location: EndpointLocation | None = None
     metrics: dict[StrictStr, StrictFloat | StrictInt] | None = None
     opt_out: Str | None = None
-    request_id: Str | None = None
+    request_id: Annotated[StrictStr, Field(max_length=128)] | None = None
     user: EndpointUser | None = None
 
 

@@ -12,7 +12,7 @@ Usage::
     with FakeFcm() as fcm:
         account = fcm.add_service_account(project_id="demo")   # the ServiceJson, as a dict
         fcm.fail("dead-token", "UNREGISTERED")
-        settings = Settings(fcm_url=fcm.base_url)
+        settings = Settings(fcm_url=fcm.base_url, fcm_token_url=fcm.token_url)
         ...
         assert fcm.token_issuances == 1
         assert fcm.sends()[0].json()["message"]["token"] == "dead-token"
@@ -46,10 +46,14 @@ def _rsa_key(slot: int) -> rsa.RSAPrivateKey:
 _account_numbers = itertools.count(1)
 
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+
+
 def make_service_account(
-    token_uri: str, *, project_id: str = "herald-test", key_slot: int = 0
+    token_uri: str = GOOGLE_TOKEN_URI, *, project_id: str = "herald-test", key_slot: int = 0
 ) -> dict[str, str]:
-    """A Google service-account JSON (as a dict) with an RSA key, pointing at ``token_uri``."""
+    """A Google service-account JSON (as a dict) with an RSA key. Its ``token_uri`` is what
+    Google writes there; Herald ignores it (tokens come from ``HERALD_FCM_TOKEN_URL``)."""
     number = next(_account_numbers)
     key = _rsa_key(key_slot)
     pem = key.private_bytes(
@@ -136,7 +140,9 @@ class FakeFcm(FakeHttpServer):
         self._token_delay_s = 0.0
 
     @property
-    def token_uri(self) -> str:
+    def token_url(self) -> str:
+        """The token endpoint: Herald's ``HERALD_FCM_TOKEN_URL`` (and the assertion's
+        audience)."""
         return self.base_url + self.TOKEN_PATH
 
     # -- set-up --
@@ -145,7 +151,7 @@ class FakeFcm(FakeHttpServer):
         self, *, project_id: str = "herald-test", key_slot: int = 0
     ) -> dict[str, str]:
         """Create a service account this fake trusts; returns its JSON as a dict."""
-        info = make_service_account(self.token_uri, project_id=project_id, key_slot=key_slot)
+        info = make_service_account(project_id=project_id, key_slot=key_slot)
         self.trust(info)
         return info
 
@@ -248,7 +254,7 @@ class FakeFcm(FakeHttpServer):
                 assertion,
                 public_key,
                 algorithms=["RS256"],
-                audience=self.token_uri,
+                audience=self.token_url,
                 options={"require": ["iss", "aud", "iat", "exp", "scope"]},
             )
         except jwt.InvalidSignatureError:

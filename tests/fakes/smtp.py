@@ -2,6 +2,11 @@
 
 Replies can be scripted per recipient: ``server.script("x@example.com", [451, 250])`` makes
 the first delivery to x fail temporarily and the next succeed.
+
+``FakeSmtp(starttls=True)`` offers STARTTLS with a certificate from the test CA
+(:attr:`FakeSmtp.ca_path`, for ``HERALD_CA_BUNDLE``). Without it, a fake with credentials
+speaks plain SMTP, so its :attr:`~FakeSmtp.url` opts in to AUTH without TLS
+(``allow_plain_auth=true``), as an operator with a local relay would.
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ import asyncio
 import email
 import email.policy
 import socket
+import ssl
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.fakes.tls import default_ca
 
 HANG = 0  # a scripted "reply" that never comes
 
@@ -37,6 +46,7 @@ class Received:
     envelope_from: str
     recipients: list[str]
     data: bytes
+    tls: bool = False  # the session had been upgraded with STARTTLS
     message: EmailMessage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,15 +76,20 @@ class _Handler:
         if code is not None and code != 250:
             return _REPLIES[code]
         with self.server._lock:
-            self.server.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
-            )
+            self.server.received.append(Received(
+                envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                tls=session.ssl is not None,
+            ))
         return _REPLIES[250]
 
 
 class FakeSmtp:
-    def __init__(self, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, username: str | None = None, password: str | None = None, *,
+                 starttls: bool = False) -> None:
         self.received: list[Received] = []
+        self.auth_over_tls: list[bool] = []  # one entry per AUTH attempt: was it encrypted?
+        self.starttls = starttls
+        self.ca_path: Path | None = None
         self.data_delay_s = 0.0
         self._scripts: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -86,13 +101,23 @@ class FakeSmtp:
                 "authenticator": self._authenticate,
                 "auth_require_tls": False,
             }
+        tls: dict[str, Any] = {}
+        if starttls:
+            ca = default_ca()
+            files = ca.issue_server_files()
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(files.cert_path, files.key_path)
+            tls = {"tls_context": context}
+            self.ca_path = files.ca_path
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, **auth)
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, **auth,
+                                      **tls)
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
                       auth_data: Any) -> AuthResult:
+        self.auth_over_tls.append(session.ssl is not None)
         # DESIGN.md §7: a failing authenticator must say handled=False or the client hangs.
         if isinstance(auth_data, LoginPassword) and (
             auth_data.login.decode() == self._username
@@ -115,7 +140,8 @@ class FakeSmtp:
     @property
     def url(self) -> str:
         credentials = f"{self._username}:{self._password}@" if self._username else ""
-        return f"smtp://{credentials}127.0.0.1:{self.port}"
+        plain_auth = "?allow_plain_auth=true" if self._username and not self.starttls else ""
+        return f"smtp://{credentials}127.0.0.1:{self.port}{plain_auth}"
 
     def script(self, recipient: str, codes: list[int], stage: str = "data") -> None:
         """Reply with these codes (in order) to the next deliveries to ``recipient``."""

@@ -8,9 +8,12 @@ map ADM and Baidu carry too), which the app's SDK turns into the notification.
 
 Authentication is the service account's OAuth 2.0 JWT-bearer grant
 (https://developers.google.com/identity/protocols/oauth2/service-account#httprest): an RS256
-assertion signed with ``private_key`` is exchanged at ``token_uri`` for an access token, which is
-cached per service account until shortly before it expires. The legacy server-key ("KEY")
-method was shut down by Google in 2024 and is answered with a permanent failure.
+assertion signed with ``private_key`` is exchanged at ``HERALD_FCM_TOKEN_URL`` for an access
+token, which is cached per service account until shortly before it expires. The JSON's own
+``token_uri`` is ignored: the ServiceJson is a tenant's input, and a tenant must not choose
+where a worker connects (and reads the answer back through ``StatusMessage``). The legacy
+server-key ("KEY") method was shut down by Google in 2024 and is answered with a permanent
+failure.
 
 Why pyfcm is not used, although it is installed: ``pyfcm.FCMNotification`` (2.x) is synchronous
 (``requests``), sleeps inside ``send_request`` for as long as a 429/503 ``Retry-After`` says and
@@ -67,7 +70,6 @@ class ServiceAccount:
 
     project_id: str
     client_email: str
-    token_uri: str
     private_key_id: str | None
     private_key: rsa.RSAPrivateKey
     cache_key: str
@@ -82,7 +84,7 @@ class ServiceAccount:
             raise ValueError("is not a JSON object")
         missing = [
             name
-            for name in ("project_id", "private_key", "client_email", "token_uri")
+            for name in ("project_id", "private_key", "client_email")
             if not isinstance(info.get(name), str) or not info[name]
         ]
         if missing:
@@ -96,13 +98,12 @@ class ServiceAccount:
         key_id = info.get("private_key_id")
         fingerprint = hashlib.sha256(
             "\0".join(
-                (info["client_email"], info["token_uri"], str(key_id), info["private_key"])
+                (info["client_email"], str(key_id), info["private_key"])
             ).encode()
         ).hexdigest()
         return cls(
             project_id=info["project_id"],
             client_email=info["client_email"],
-            token_uri=info["token_uri"],
             private_key_id=key_id if isinstance(key_id, str) else None,
             private_key=key,
             cache_key=fingerprint,
@@ -113,15 +114,16 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def service_account_assertion(account: ServiceAccount, now: int) -> str:
-    """The RS256-signed JWT a service account exchanges for an access token."""
+def service_account_assertion(account: ServiceAccount, now: int, token_url: str) -> str:
+    """The RS256-signed JWT a service account exchanges for an access token at
+    ``token_url``."""
     header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
     if account.private_key_id:
         header["kid"] = account.private_key_id
     claims = {
         "iss": account.client_email,
         "scope": FCM_SCOPE,
-        "aud": account.token_uri,
+        "aud": token_url,
         "iat": now,
         "exp": now + 3600,
     }
@@ -408,17 +410,17 @@ class FcmProvider(HttpPushProvider):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch_token(self, account: ServiceAccount) -> tuple[str, float] | Outcome:
-        assertion = service_account_assertion(account, int(time.time()))
+        token_url = self._settings.fcm_token_url
+        assertion = service_account_assertion(account, int(time.time()), token_url)
         response = await self._http.get().post(
-            account.token_uri,
-            data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
+            token_url, data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
         )
         return token_answer(
             response,
             channel_type=CHANNEL_TYPE,
             refused=(
-                f"the OAuth token endpoint {account.token_uri} refused the GCM channel's "
-                f"ServiceJson ({account.client_email})"
+                f"Google's OAuth token endpoint refused the GCM channel's ServiceJson "
+                f"({account.client_email})"
             ),
         )
 

@@ -37,7 +37,9 @@ from worker.providers.base import (
     push_failure,
 )
 
-_EXCERPT = 1000
+# A provider's answer is kept only as far as an operator needs it to see what went wrong:
+# StatusMessage travels to the tenant, the results extension and the dashboard.
+_EXCERPT = 512
 
 
 def provider_tls_context(settings: Settings) -> ssl.SSLContext:

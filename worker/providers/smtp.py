@@ -1,7 +1,13 @@
 """E-mail over SMTP (aiosmtplib), configured by ``HERALD_SMTP_URL``.
 
-``smtp://user:pass@host:port`` (``?starttls=true`` to upgrade), or ``smtps://…`` for implicit
-TLS. A small pool of authenticated connections is reused across sends.
+``smtp://user:pass@host:port``, or ``smtps://…`` for implicit TLS. A small pool of
+authenticated connections is reused across sends.
+
+On ``smtp://`` the connection is upgraded with STARTTLS whenever the server offers it
+(``?starttls=true``: always, failing if the server cannot; ``?starttls=false``: never).
+Credentials are never sent over a connection without TLS — a relay that offers no STARTTLS
+gets no AUTH and the send fails saying why — unless the operator opts in with
+``?allow_plain_auth=true`` (a relay on the same host, or a private network they trust).
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ from worker.rendering import check_email_address
 
 POOL_SIZE = 8
 _NO_ANSWER = Outcome(DeliveryStatus.TIMEOUT, NO_ANSWER_STATUS, "SMTP server did not answer in time")
+
+
+class PlainAuthRefused(aiosmtplib.SMTPException):
+    """The server offered no TLS, and credentials are not sent in clear."""
+
+
+# RFC 3207 §4: 530 "Must issue a STARTTLS command first".
+_PLAIN_AUTH_REFUSED = Outcome(
+    DeliveryStatus.PERMANENT_FAILURE,
+    530,
+    "Herald did not send the SMTP credentials: the server offered no STARTTLS. Use smtps://, "
+    "a relay that offers STARTTLS, or add allow_plain_auth=true to HERALD_SMTP_URL",
+)
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool | None:
+    values = query.get(name)
+    if not values:
+        return None
+    return values[0].lower() in ("1", "true", "yes")
 
 
 def _no_connection(what: str, exc: Exception) -> Outcome:
@@ -97,15 +123,15 @@ class SmtpProvider:
         self._host = parts.hostname or "localhost"
         self._implicit_tls = parts.scheme == "smtps"
         self._port = parts.port or (465 if self._implicit_tls else 25)
-        self._starttls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+        # None: upgrade when the server offers STARTTLS (aiosmtplib's opportunistic mode).
+        self._starttls = None if self._implicit_tls else _flag(query, "starttls")
+        self._allow_plain_auth = bool(_flag(query, "allow_plain_auth"))
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
         self._timeout = settings.provider_timeout_s
-        self._tls_context: ssl.SSLContext | None = None
-        if self._implicit_tls or self._starttls:
-            self._tls_context = ssl.create_default_context()
-            if settings.ca_bundle:
-                self._tls_context.load_verify_locations(cafile=str(settings.ca_bundle))
+        self._tls_context = ssl.create_default_context()
+        if settings.ca_bundle:
+            self._tls_context.load_verify_locations(cafile=str(settings.ca_bundle))
         self._idle: asyncio.Queue[aiosmtplib.SMTP] | None = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -120,6 +146,10 @@ class SmtpProvider:
         )
         await client.connect()
         if self._username is not None:
+            encrypted = client.get_transport_info("sslcontext") is not None
+            if not encrypted and not self._allow_plain_auth:
+                client.close()
+                raise PlainAuthRefused("no TLS to send credentials over")
             await client.login(self._username, self._password or "")
         return client
 
@@ -164,6 +194,8 @@ class SmtpProvider:
             client = await asyncio.wait_for(self._acquire(), self._timeout)
         except (TimeoutError, aiosmtplib.SMTPTimeoutError):
             return _NO_ANSWER
+        except PlainAuthRefused:
+            return _PLAIN_AUTH_REFUSED
         except aiosmtplib.SMTPResponseException as exc:
             return Outcome(_status_for(exc.code), exc.code, f"SMTP: {exc.message}")
         except (aiosmtplib.SMTPException, OSError) as exc:
