@@ -24,9 +24,14 @@ BUNDLE_ID = "com.example.herald"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow fault-injection tests first, so that in a parallel run the longest ones overlap
-    everything else instead of starting last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow fault-injection tests first, the longest (those given a longer timeout) before
+    the rest, so that in a parallel run they overlap everything else instead of ending it."""
+
+    def order(item: pytest.Item) -> tuple[bool, float]:
+        timeout = item.get_closest_marker("timeout")
+        return item.get_closest_marker("slow") is None, -float(timeout.args[0] if timeout else 0)
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
