@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.dashboard import COOKIE, sign
 from tests.stack import SECRET_KEY, Stack, create_database, drop_database
+from tests.test_dashboard import _signed_in
 from tests.test_metrics import Samples, parse_collector
 from worker.config import Settings
 from worker.db import session_factory
@@ -410,10 +409,8 @@ def test_the_dashboard_says_how_far_back_it_sees(
     with create_engine(stack.database_url).connect() as conn:
         oldest = conn.execute(select(Delivery.created_at).order_by(Delivery.id).limit(1)
                               ).scalar_one().astimezone(UTC)
-    settings = Settings(secret_key=stack.env["HERALD_SECRET_KEY"], database_url="sqlite://")
-    cookie = sign(settings, "session", int(NOW.timestamp()) + 600)
-
-    page = httpx.get(api_url + "/dashboard", cookies={COOKIE: cookie})
+    with _signed_in(stack, api_url) as browser_like:
+        page = browser_like.get(api_url + "/dashboard")
 
     assert page.status_code == 200
     assert "Results are kept for 30 days" in page.text
