@@ -128,6 +128,8 @@ def test_hanging_provider_times_out_and_api_answers_in_time(
     try:
         stack.start_worker(concurrency=1)
         client = pinpoint(stack.start_api())
+        # The window is measured from the send: a worker still booting would spend it.
+        stack.wait_worker_ready()
         app_id = client.create_app(CreateApplicationRequest={"Name": "hang"})[
             "ApplicationResponse"]["Id"]
         client.update_sms_channel(ApplicationId=app_id, SMSChannelRequest={"Enabled": True})
