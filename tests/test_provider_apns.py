@@ -504,10 +504,10 @@ def test_flow_control_credit_is_returned() -> None:
 
             return await asyncio.gather(*(one(t) for t in tokens))
 
-        provider = ApnsProvider(settings_for(fake.url, fake=fake, timeout=5.0))
-        started = time.monotonic()
+        # A stalled connection shows as TIMEOUT outcomes; the bound is generous so that a
+        # busy machine is not mistaken for a stall.
+        provider = ApnsProvider(settings_for(fake.url, fake=fake, timeout=30.0))
         outcomes = drive(provider, scenario)
-        elapsed = time.monotonic() - started
 
     assert fake.response_bytes > 65_535
     assert fake.connections == 1
@@ -518,7 +518,6 @@ def test_flow_control_credit_is_returned() -> None:
         else:
             assert outcome.status is DeliveryStatus.PERMANENT_FAILURE, outcome
             assert outcome.deactivate_endpoint
-    assert elapsed < 20
 
 
 def test_small_peer_window_request_bodies_wait_for_credit() -> None:
