@@ -22,8 +22,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from worker.config import ConfigError, Settings, get_settings
-from worker.logs import configure_logging
+from worker.core.config import ConfigError, Settings, get_settings
+from worker.core.logs import configure_logging
 
 
 def _settings() -> Settings:
@@ -38,8 +38,8 @@ def _dev_credentials(settings: Settings) -> Path | None:
     credentials file with a ``herald`` profile."""
     if settings.root_access_key_id:
         return None
-    from worker.access_keys import create_key
-    from worker.db import session_scope
+    from worker.core.db import session_scope
+    from worker.management.access_keys import create_key
 
     path = (settings.data_dir / "credentials").resolve()
     if not path.exists():
@@ -56,10 +56,11 @@ def _dev_credentials(settings: Settings) -> Path | None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from api.app import Herald, create_app
+    from api.app import create_app
     from api.server import uvicorn_options
-    from worker.embedded import EmbeddedWorker
-    from worker.migrate import upgrade
+    from api.state import Herald
+    from worker.core.migrate import upgrade
+    from worker.delivery.embedded import EmbeddedWorker
 
     settings = _settings()
     if not settings.embedded:
@@ -114,7 +115,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     _settings()
-    from worker.tasks import QUEUE, app
+    from worker.delivery.tasks import QUEUE, app
 
     argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel, "-n", args.hostname]
     if args.concurrency:
@@ -123,16 +124,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
-    from worker.migrate import upgrade
+    from worker.core.migrate import upgrade
 
     upgrade(_settings())
     print("database is at the latest schema", file=sys.stderr)
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
-    from worker.access_keys import create_key, list_keys, revoke_key
-    from worker.db import session_scope
-    from worker.errors import PinpointError
+    from worker.core.db import session_scope
+    from worker.core.errors import PinpointError
+    from worker.management.access_keys import create_key, list_keys, revoke_key
 
     settings = _settings()
     try:
@@ -155,8 +156,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
 
 def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
-    from worker.crypto import SecretDecryptionError, reencrypt_stored
-    from worker.db import session_scope
+    from worker.core.crypto import SecretDecryptionError, reencrypt_stored
+    from worker.core.db import session_scope
 
     try:
         with session_scope(_settings()) as session:
@@ -168,9 +169,9 @@ def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> None:
-    from worker.db import session_scope
-    from worker.models import MessageRequest
-    from worker.sending import messages_results, users_results
+    from worker.core.db import session_scope
+    from worker.core.models import MessageRequest
+    from worker.results.answers import messages_results, users_results
 
     with session_scope(_settings()) as session:
         request = session.get(MessageRequest, args.request_id)
@@ -211,8 +212,8 @@ def printable(text: str) -> str:
 def cmd_prune(_args: argparse.Namespace) -> None:
     import time
 
-    from worker import retention
-    from worker.db import session_factory
+    from worker.core.db import session_factory
+    from worker.delivery import retention
 
     settings = _settings()
     sessions = session_factory(settings)
@@ -225,8 +226,8 @@ def cmd_prune(_args: argparse.Namespace) -> None:
         waiting = retention.final_left(sessions, retention_s=keep_s)
         if not waiting or again:
             break
-        # Attempts are rolled up to ids seen a settling time ago (worker/retention.py); on a
-        # database no worker has maintained yet, old deliveries wait for that once.
+        # Attempts are rolled up to ids seen a settling time ago (worker/delivery/retention.py);
+        # on a database no worker has maintained yet, old deliveries wait for that once.
         print(f"{waiting} old deliveries wait for their attempts to be rolled up; again in "
               f"{retention.ROLLUP_SETTLE_S:g} s", file=sys.stderr)
         time.sleep(retention.ROLLUP_SETTLE_S)

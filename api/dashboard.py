@@ -44,9 +44,10 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from worker import reports, retention
-from worker.config import Settings
-from worker.models import DashboardToken
+from worker.core.config import Settings
+from worker.core.models import DashboardToken
+from worker.delivery import retention
+from worker.results import reports
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "herald_dashboard"

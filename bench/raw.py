@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.apns import ApnsProvider
 from worker.providers.base import ChannelConfig, Delivery, PushNotification
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from tests.fakes.http import FakeHttpServer
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.base import (
     ChannelConfig,
     Delivery,

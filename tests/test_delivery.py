@@ -19,19 +19,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
-from worker.applications import create_application
-from worker.channels import ChannelCache, update_channel
-from worker.config import Settings
-from worker.db import make_engine, utcnow
-from worker.delivery import RequestCache, Runtime, deliver_batch, write_outcomes
-from worker.endpoints import upsert_endpoints
-from worker.migrate import upgrade
-from worker.models import Delivery, DeliveryAttempt, Endpoint, RollupState
-from worker.outages import DATABASE
+from worker.core.config import Settings
+from worker.core.db import make_engine, utcnow
+from worker.core.migrate import upgrade
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, RollupState
+from worker.core.outages import DATABASE
+from worker.delivery.batch import RequestCache, Runtime, deliver_batch, write_outcomes
+from worker.delivery.recovery import Housekeeping, Sweeper, sweep
+from worker.intake.accept import Accepted, accept_users_request
+from worker.management.applications import create_application
+from worker.management.channels import ChannelCache, update_channel
+from worker.management.endpoints import upsert_endpoints
 from worker.providers.base import ChannelConfig, DeliveryStatus, Outcome
 from worker.providers.base import Delivery as Message
-from worker.recovery import Housekeeping, Sweeper, sweep
-from worker.sending import Accepted, accept_users_request
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
 

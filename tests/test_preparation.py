@@ -16,16 +16,16 @@ from sqlalchemy import insert, select, update
 
 from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
-from worker.applications import create_application
-from worker.channels import ChannelCache, update_channel
-from worker.config import Settings
-from worker.db import utcnow
-from worker.delivery import QUARANTINE_AFTER, RequestCache, Runtime, deliver_batch
-from worker.endpoints import upsert_endpoints
-from worker.migrate import upgrade
-from worker.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
-from worker.runtime import build_runtime
-from worker.sending import accept_users_request
+from worker.core.config import Settings
+from worker.core.db import utcnow
+from worker.core.migrate import upgrade
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
+from worker.delivery.batch import QUARANTINE_AFTER, RequestCache, Runtime, deliver_batch
+from worker.delivery.runtime import build_runtime
+from worker.intake.accept import accept_users_request
+from worker.management.applications import create_application
+from worker.management.channels import ChannelCache, update_channel
+from worker.management.endpoints import upsert_endpoints
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from tests.providers import (
     send_one,
     serve,
 )
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.adm import (
     ADM_ERRORS,
     AdmProvider,

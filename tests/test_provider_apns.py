@@ -33,7 +33,7 @@ from tests.providers import (
     send_all,
     send_one,
 )
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.apns import (
     PAYLOAD_LIMIT,
     ApnsProvider,

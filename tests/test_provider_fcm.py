@@ -22,7 +22,7 @@ from tests.providers import (
     send_one,
     serve,
 )
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.android import PayloadError
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.fcm import (

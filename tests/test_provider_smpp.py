@@ -12,7 +12,7 @@ import pytest
 from tests.fakes.http import unused_port
 from tests.fakes.smsc import FakeSmsc, gsm7_decode
 from tests.providers import channel_config, drive, provider_settings, send_all, sms_delivery
-from worker.config import ConfigError, Settings
+from worker.core.config import ConfigError, Settings
 from worker.providers.base import Delivery, DeliveryStatus, Outcome
 from worker.providers.smpp import (
     DATA_CODING_GSM7,

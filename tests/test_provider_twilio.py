@@ -22,7 +22,7 @@ from tests.providers import (
     sms_delivery,
     voice_delivery,
 )
-from worker.config import ConfigError, Settings
+from worker.core.config import ConfigError, Settings
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
 from worker.providers.twilio import (
     TwilioSmsProvider,

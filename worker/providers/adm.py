@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import (

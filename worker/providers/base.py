@@ -5,8 +5,9 @@ application's :class:`ChannelConfig`, and returns an :class:`Outcome`. Whenever 
 answered, the answer is an outcome value, never an exception: the pipeline records it,
 retries it or finalises it. Exceptions are for bugs.
 
-Rendering happens before the provider is called (``worker.rendering``); adapters only turn the
-rendered content into the provider's wire format (pure builders, tested apart) and do the I/O.
+Rendering happens before the provider is called (``worker.delivery.rendering``); adapters only
+turn the rendered content into the provider's wire format (pure builders, tested apart) and do
+the I/O.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import (

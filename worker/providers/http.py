@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import certifi
 import httpx
 
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.base import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,

@@ -10,7 +10,7 @@ import importlib
 import threading
 from collections.abc import Callable
 
-from worker.config import Settings
+from worker.core.config import Settings
 from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, Provider
 from worker.providers.console import ConsoleProvider
 

@@ -41,7 +41,7 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
-from worker.config import ConfigError, Settings
+from worker.core.config import ConfigError, Settings
 from worker.providers.base import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,

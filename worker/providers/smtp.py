@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.delivery.rendering import check_email_address
 from worker.providers.base import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
@@ -32,7 +33,6 @@ from worker.providers.base import (
     EmailContent,
     Outcome,
 )
-from worker.rendering import check_email_address
 
 POOL_SIZE = 8
 _NO_ANSWER = Outcome(DeliveryStatus.TIMEOUT, NO_ANSWER_STATUS, "SMTP server did not answer in time")

@@ -28,7 +28,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from worker.config import ConfigError, Settings
+from worker.core.config import ConfigError, Settings
 from worker.providers.base import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,

@@ -1,0 +1,49 @@
+"""Channels: GetChannels and Update/Get/Delete of each channel type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.auth import Authed
+from worker.management import channels
+
+router = APIRouter()
+
+def _channel_response(channel: Any) -> dict[str, Any]:
+    return channels.channel_response(channel, secrets_present=channels.secret_names(channel))
+
+
+@router.get("/v1/apps/{app_id}/channels")
+def get_channels(app_id: str, call: Authed) -> dict[str, Any]:
+    with call.herald.transaction() as session:
+        found = channels.list_channels(session, app_id)
+        return {"Channels": {c.channel_type: _channel_response(c) for c in found}}
+
+
+@router.put("/v1/apps/{app_id}/channels/{kind}")
+def update_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
+    channels.require_kind(kind)
+    body = call.json()
+    with call.herald.transaction() as session:
+        response = _channel_response(channels.update_channel(session, app_id, kind, body))
+    call.herald.channel_cache.clear()
+    return response
+
+
+@router.get("/v1/apps/{app_id}/channels/{kind}")
+def get_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
+    channels.require_kind(kind)
+    with call.herald.transaction() as session:
+        return _channel_response(channels.get_channel(session, app_id, kind))
+
+
+@router.delete("/v1/apps/{app_id}/channels/{kind}")
+def delete_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
+    channels.require_kind(kind)
+    with call.herald.transaction() as session:
+        channel = channels.delete_channel(session, app_id, kind)
+        response = channels.channel_response(channel, secrets_present=frozenset())
+    call.herald.channel_cache.clear()
+    return response

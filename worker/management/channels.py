@@ -1,0 +1,285 @@
+"""Channels: each application's configuration of a delivery channel.
+
+Secret members (keys, certificates, service JSON, client secrets) are encrypted at rest and
+never returned; responses only say ``HasCredential`` / ``HasTokenKey``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker import wire
+from worker.core import crypto
+from worker.core.db import utcnow
+from worker.core.errors import BadRequest, NotFound
+from worker.core.models import Channel
+from worker.management.applications import get_application, iso
+from worker.providers.base import ChannelConfig
+
+
+@dataclass(frozen=True)
+class ChannelKind:
+    path: str  # the URL segment: /v1/apps/{id}/channels/<path>
+    channel_type: str
+    request_model: type[wire.WireModel]
+    secret_members: frozenset[str]
+
+
+_APNS_SECRETS = frozenset({"TokenKey", "Certificate", "PrivateKey"})
+
+CHANNEL_KINDS: dict[str, ChannelKind] = {
+    kind.path: kind
+    for kind in (
+        ChannelKind("apns", "APNS", wire.APNSChannelRequest, _APNS_SECRETS),
+        ChannelKind("apns_sandbox", "APNS_SANDBOX", wire.APNSChannelRequest, _APNS_SECRETS),
+        ChannelKind("apns_voip", "APNS_VOIP", wire.APNSChannelRequest, _APNS_SECRETS),
+        ChannelKind(
+            "apns_voip_sandbox", "APNS_VOIP_SANDBOX", wire.APNSChannelRequest, _APNS_SECRETS
+        ),
+        ChannelKind("gcm", "GCM", wire.GCMChannelRequest, frozenset({"ApiKey", "ServiceJson"})),
+        ChannelKind(
+            "baidu", "BAIDU", wire.BaiduChannelRequest, frozenset({"ApiKey", "SecretKey"})
+        ),
+        ChannelKind("adm", "ADM", wire.ADMChannelRequest, frozenset({"ClientSecret"})),
+        ChannelKind("email", "EMAIL", wire.EmailChannelRequest, frozenset()),
+        ChannelKind("sms", "SMS", wire.SMSChannelRequest, frozenset()),
+        ChannelKind("voice", "VOICE", wire.VoiceChannelRequest, frozenset()),
+    )
+}
+KIND_BY_TYPE = {kind.channel_type: kind for kind in CHANNEL_KINDS.values()}
+APNS_TYPES = frozenset({"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX"})
+
+
+def _check_apns(values: dict[str, Any]) -> None:
+    method = (values.get("DefaultAuthenticationMethod") or "").upper()
+    if method and method not in ("CERTIFICATE", "TOKEN"):
+        raise BadRequest("DefaultAuthenticationMethod must be CERTIFICATE or TOKEN")
+    has_token = bool(values.get("TokenKey"))
+    has_cert = bool(values.get("Certificate"))
+    if not has_token and not has_cert:
+        raise BadRequest("Either Certificate and PrivateKey, or TokenKey is required")
+    if has_token:
+        missing = [m for m in ("TokenKeyId", "TeamId", "BundleId") if not values.get(m)]
+        if missing:
+            raise BadRequest(f"Token authentication needs {', '.join(missing)}")
+        try:
+            load_pem_private_key(values["TokenKey"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise BadRequest("TokenKey is not a PEM-encoded private key (.p8)") from None
+    if has_cert:
+        if not values.get("PrivateKey"):
+            raise BadRequest("Certificate authentication needs PrivateKey")
+        try:
+            x509.load_pem_x509_certificate(values["Certificate"].encode())
+            load_pem_private_key(values["PrivateKey"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise BadRequest("Certificate or PrivateKey is not valid PEM") from None
+    if method == "TOKEN" and not has_token:
+        raise BadRequest("DefaultAuthenticationMethod is TOKEN but no TokenKey is configured")
+    if method == "CERTIFICATE" and not has_cert:
+        raise BadRequest("DefaultAuthenticationMethod is CERTIFICATE but no Certificate is given")
+
+
+def _check_gcm(values: dict[str, Any]) -> None:
+    service_json = values.get("ServiceJson")
+    if not service_json and not values.get("ApiKey"):
+        raise BadRequest("ServiceJson (or the legacy ApiKey) is required")
+    if service_json:
+        try:
+            account = json.loads(service_json)
+        except ValueError:
+            raise BadRequest("ServiceJson is not valid JSON") from None
+        # token_uri is not needed: tokens come from HERALD_FCM_TOKEN_URL, never the tenant's.
+        members = ("project_id", "private_key", "client_email")
+        if not isinstance(account, dict) or not all(
+            isinstance(account.get(k), str) and account[k] for k in members
+        ):
+            raise BadRequest("ServiceJson must have project_id, private_key and client_email")
+        try:
+            load_pem_private_key(account["private_key"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise BadRequest("ServiceJson's private_key is not a PEM private key") from None
+
+
+def _check_email(values: dict[str, Any]) -> None:
+    from worker.delivery.rendering import check_email_address
+    from worker.management.senders import check_channel_sender
+
+    try:
+        check_email_address(values["FromAddress"])
+    except ValueError as exc:
+        raise BadRequest(f"FromAddress: {exc}") from None
+    check_channel_sender(values)
+
+
+def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:
+    if kind.channel_type in APNS_TYPES:
+        _check_apns(values)
+    elif kind.channel_type == "GCM":
+        _check_gcm(values)
+    elif kind.channel_type == "EMAIL":
+        _check_email(values)
+
+
+def update_channel(session: Session, app_id: str, path: str, body: dict[str, Any]) -> Channel:
+    kind = CHANNEL_KINDS[path]
+    get_application(session, app_id)
+    try:
+        request = kind.request_model.model_validate(body)
+    except ValidationError as exc:
+        from worker.wire.validation import describe
+
+        raise BadRequest(describe(exc)) from None
+    given = request.to_wire()
+    enabled = given.pop("Enabled", None)
+    channel = session.get(Channel, (app_id, kind.channel_type))
+    now = utcnow()
+    old_secrets = crypto.decrypt_json(channel.secrets) if channel and channel.secrets else {}
+    settings = {**(channel.settings if channel else {}), **{
+        k: v for k, v in given.items() if k not in kind.secret_members
+    }}
+    secrets = {**old_secrets, **{k: v for k, v in given.items() if k in kind.secret_members}}
+    _validate(kind, {**settings, **secrets})
+    if channel is None:
+        channel = Channel(
+            app_id=app_id,
+            channel_type=kind.channel_type,
+            enabled=True if enabled is None else enabled,
+            version=1,
+            created_at=now,
+        )
+        session.add(channel)
+    else:
+        channel.version += 1
+        if enabled is not None:
+            channel.enabled = enabled
+    channel.settings = settings
+    channel.secrets = crypto.encrypt_json(secrets) if secrets else None
+    channel.updated_at = now
+    session.flush()
+    return channel
+
+
+def get_channel(session: Session, app_id: str, path: str) -> Channel:
+    kind = CHANNEL_KINDS[path]
+    get_application(session, app_id)
+    channel = session.get(Channel, (app_id, kind.channel_type))
+    if channel is None:
+        raise NotFound("Resource not found")
+    return channel
+
+
+def delete_channel(session: Session, app_id: str, path: str) -> Channel:
+    channel = get_channel(session, app_id, path)
+    session.delete(channel)
+    session.flush()
+    return channel
+
+
+def list_channels(session: Session, app_id: str) -> list[Channel]:
+    get_application(session, app_id)
+    return list(session.scalars(select(Channel).where(Channel.app_id == app_id)))
+
+
+def channel_response(channel: Channel, *, secrets_present: frozenset[str]) -> dict[str, Any]:
+    kind = KIND_BY_TYPE[channel.channel_type]
+    settings = channel.settings or {}
+    response: dict[str, Any] = {
+        "ApplicationId": channel.app_id,
+        "CreationDate": iso(channel.created_at),
+        "Enabled": channel.enabled,
+        "HasCredential": bool(secrets_present) or kind.channel_type in ("EMAIL", "SMS", "VOICE"),
+        "Id": kind.path,
+        "IsArchived": False,
+        "LastModifiedBy": "herald",
+        "LastModifiedDate": iso(channel.updated_at),
+        "Platform": kind.channel_type,
+        "Version": channel.version,
+    }
+    if kind.channel_type in APNS_TYPES:
+        response["HasTokenKey"] = "TokenKey" in secrets_present
+        response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
+            "TOKEN" if "TokenKey" in secrets_present else "CERTIFICATE"
+        )
+    elif kind.channel_type == "GCM":
+        response["HasFcmServiceCredentials"] = "ServiceJson" in secrets_present
+        response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
+            "TOKEN" if "ServiceJson" in secrets_present else "KEY"
+        )
+    elif kind.channel_type == "BAIDU":
+        # The model requires Credential; Herald never echoes a secret, so it is masked.
+        response["Credential"] = "****"
+    elif kind.channel_type == "EMAIL":
+        for member in ("FromAddress", "Identity", "ConfigurationSet", "RoleArn",
+                       "OrchestrationSendingRoleArn"):
+            if settings.get(member):
+                response[member] = settings[member]
+        response["MessagesPerSecond"] = 100
+    elif kind.channel_type == "SMS":
+        for member in ("SenderId", "ShortCode"):
+            if settings.get(member):
+                response[member] = settings[member]
+        response["PromotionalMessagesPerSecond"] = 20
+        response["TransactionalMessagesPerSecond"] = 20
+    return response
+
+
+def secret_names(channel: Channel) -> frozenset[str]:
+    if not channel.secrets:
+        return frozenset()
+    return frozenset(crypto.decrypt_json(channel.secrets))
+
+
+class ChannelCache:
+    """Per-process cache of decrypted channel configurations.
+
+    Workers look channels up for every batch; a short time-to-live keeps updates visible
+    within seconds without a query and a decryption per message.
+    """
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self._ttl = ttl_s
+        self._entries: dict[str, tuple[float, dict[str, ChannelConfig]]] = {}
+        self._lock = threading.Lock()
+
+    def for_app(self, session: Session, app_id: str) -> dict[str, ChannelConfig]:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(app_id)
+            if entry and entry[0] > now:
+                return entry[1]
+        configs = {
+            c.channel_type: ChannelConfig(
+                app_id=app_id,
+                channel_type=c.channel_type,
+                enabled=c.enabled,
+                settings=dict(c.settings or {}),
+                credentials=crypto.decrypt_json(c.secrets) if c.secrets else {},
+                version=c.version,
+            )
+            for c in session.scalars(select(Channel).where(Channel.app_id == app_id))
+        }
+        with self._lock:
+            self._entries[app_id] = (now + self._ttl, configs)
+        return configs
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def require_kind(path: str) -> ChannelKind:
+    kind = CHANNEL_KINDS.get(path)
+    if kind is None:
+        raise NotFound(f"Unknown channel {path}")
+    return kind
