@@ -115,7 +115,8 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     _settings()
-    from worker.delivery.tasks import QUEUE, app
+    from worker.core.vocabulary import QUEUE
+    from worker.delivery.tasks import app
 
     argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel, "-n", args.hostname]
     if args.concurrency:
@@ -170,11 +171,11 @@ def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
 
 def cmd_results(args: argparse.Namespace) -> None:
     from worker.core.db import session_scope
-    from worker.core.models import MessageRequest
+    from worker.core.models import SendRequest
     from worker.results.answers import messages_results, users_results
 
     with session_scope(_settings()) as session:
-        request = session.get(MessageRequest, args.request_id)
+        request = session.get(SendRequest, args.request_id)
         if request is None:
             sys.exit(f"herald: no request {args.request_id}")
         if request.kind == "users":

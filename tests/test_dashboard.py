@@ -200,7 +200,7 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
 
     from worker.core.db import session_factory
     from worker.core.migrate import upgrade
-    from worker.core.models import Application, Delivery, MessageRequest
+    from worker.core.models import Application, Delivery, SendRequest
     from worker.results import reports
 
     settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY)
@@ -210,7 +210,7 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
     sessions = session_factory(settings)
     with sessions() as session, session.begin():
         session.add(Application(id="a1", name="embedded", tags={}, created_at=until))
-        session.add(MessageRequest(id="r1", app_id="a1", kind="users", payload={},
+        session.add(SendRequest(id="r1", app_id="a1", kind="users", payload={},
                                    recipients=3, created_at=until))
         session.flush()
         session.execute(insert(Delivery), [

@@ -24,14 +24,19 @@ from worker.core.db import make_engine, utcnow
 from worker.core.migrate import upgrade
 from worker.core.models import Delivery, DeliveryAttempt, Endpoint, RollupState
 from worker.core.outages import DATABASE
-from worker.delivery.batch import RequestCache, Runtime, deliver_batch, write_outcomes
+from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
+from worker.delivery.batch import (
+    Attempted,
+    RequestCache,
+    Runtime,
+    deliver_batch,
+    write_outcomes,
+)
 from worker.delivery.recovery import Housekeeping, Sweeper, sweep
 from worker.intake.accept import Accepted, accept_users_request
 from worker.management.applications import create_application
 from worker.management.channels import ChannelCache, update_channel
 from worker.management.endpoints import upsert_endpoints
-from worker.providers.base import ChannelConfig, DeliveryStatus, Outcome
-from worker.providers.base import Delivery as Message
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
 
@@ -45,7 +50,7 @@ class ScriptedProvider:
         self.script = script or {}
         self.sent: list[str] = []
 
-    async def send(self, delivery: Message, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         self.sent.append(delivery.address)
         outcomes = self.script.get(delivery.address) or [Outcome(DeliveryStatus.SUCCESSFUL, 200)]
         return outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
@@ -262,7 +267,8 @@ def test_outcomes_in_hand_are_written_when_the_database_is_back(
             .returning(Delivery.id, Delivery.request_id, Delivery.app_id, Delivery.recipient,
                        Delivery.user_id, Delivery.endpoint_id, Delivery.channel_type,
                        Delivery.address, Delivery.attempts)).all()
-    outcomes = {row.id: (Outcome(DeliveryStatus.SUCCESSFUL, 200), "scripted", time.time(), 5.0)
+    outcomes = {row.id: Attempted(Outcome(DeliveryStatus.SUCCESSFUL, 200), "scripted", time.time(),
+                                5.0)
                 for row in claimed}
     database.away = True
     result: dict[str, Any] = {}

@@ -33,8 +33,8 @@ from worker import wire
 from worker.core import crypto
 from worker.core.config import ConfigError, Settings, load_settings
 from worker.core.errors import BadRequest
+from worker.core.vocabulary import ChannelConfig
 from worker.management import senders
-from worker.providers.base import ChannelConfig
 
 DEPLOY = ROOT / "deploy"
 

@@ -19,7 +19,7 @@ from worker import wire
 from worker.core.config import Settings
 from worker.core.db import utcnow
 from worker.core.migrate import upgrade
-from worker.core.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, SendRequest
 from worker.delivery.batch import QUARANTINE_AFTER, RequestCache, Runtime, deliver_batch
 from worker.delivery.runtime import build_runtime
 from worker.intake.accept import accept_users_request
@@ -183,7 +183,7 @@ def test_a_batch_holds_a_bounded_amount_of_rendered_text(runtime: Runtime) -> No
 def _stored_request(runtime: Runtime, app_id: str, padding: int) -> str:
     request_id = str(uuid.uuid4())
     with runtime.sessions() as session, session.begin():
-        session.add(MessageRequest(
+        session.add(SendRequest(
             id=request_id, app_id=app_id, kind="users", recipients=1, created_at=utcnow(),
             payload={"MessageConfiguration": {"DefaultMessage": {"Body": "p" * padding}},
                      "Users": {"u": {}}}))

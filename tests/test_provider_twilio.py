@@ -23,7 +23,13 @@ from tests.providers import (
     voice_delivery,
 )
 from worker.core.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    VoiceContent,
+)
 from worker.providers.twilio import (
     TwilioSmsProvider,
     TwilioVoiceProvider,
@@ -52,21 +58,21 @@ def settings_for(fake: FakeTwilio, **overrides: Any) -> Settings:
     return provider_settings(**(account | overrides))
 
 
-def sms(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
+def sms(body: str = "hello", to: str = TO, **content: Any) -> OutgoingMessage:
     return sms_delivery(to, body, **content)
 
 
-def voice(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
+def voice(body: str = "hello", to: str = TO, **content: Any) -> OutgoingMessage:
     return voice_delivery(to, body, **content)
 
 
 def send_sms(
-    settings: Settings, *deliveries: Delivery, channel: ChannelConfig = SMS_CHANNEL
+    settings: Settings, *deliveries: OutgoingMessage, channel: ChannelConfig = SMS_CHANNEL
 ) -> list[Outcome]:
     return send_all(TwilioSmsProvider(settings), deliveries, channel)
 
 
-def send_voice(settings: Settings, delivery: Delivery) -> Outcome:
+def send_voice(settings: Settings, delivery: OutgoingMessage) -> Outcome:
     return send_one(TwilioVoiceProvider(settings), delivery, VOICE_CHANNEL)
 
 

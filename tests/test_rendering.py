@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from worker import wire
+from worker.core.vocabulary import ChannelConfig, EmailContent
 from worker.delivery.render_limits import (
     MAX_RENDERED_CHARS,
     MAX_VARIABLE_REFERENCES,
@@ -18,7 +19,6 @@ from worker.delivery.render_limits import (
     RenderLimitExceeded,
 )
 from worker.delivery.rendering import Recipient, render, substitute
-from worker.providers.base import ChannelConfig, EmailContent
 
 VARIABLES = {"a": "A", "b": "B", "a b": "AB", "Name": "Ada"}
 

@@ -28,7 +28,7 @@ from worker.core.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryTotal,
-    MessageRequest,
+    SendRequest,
 )
 from worker.delivery.retention import final_left, maintain, oldest_result, prune, roll_up_attempts
 from worker.results.metrics import FleetCollector
@@ -73,7 +73,7 @@ class Rows:
     def request(self, created_at: datetime) -> str:
         request_id = str(uuid.uuid4())
         with self.engine.begin() as conn:
-            conn.execute(insert(MessageRequest).values(
+            conn.execute(insert(SendRequest).values(
                 id=request_id, app_id="app1", kind="users", payload={}, recipients=1,
                 created_at=created_at))
         return request_id

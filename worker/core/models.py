@@ -95,7 +95,9 @@ class Channel(Base):
     updated_at: Mapped[datetime]
 
 
-class MessageRequest(Base):
+class SendRequest(Base):
+    """One accepted SendUsersMessages or SendMessages request (its payload, as received)."""
+
     __tablename__ = "message_requests"
     __table_args__ = (
         Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),

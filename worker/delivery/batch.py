@@ -25,8 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import wire
 from worker.core.config import Settings
 from worker.core.db import utcnow
-from worker.core.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, SendRequest
 from worker.core.outages import DATABASE, database_unreachable
+from worker.core.vocabulary import (
+    INTERNAL_PROVIDER,
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+)
 from worker.delivery.render_limits import (
     MAX_BATCH_RENDERED_CHARS,
     RenderBudget,
@@ -35,13 +42,7 @@ from worker.delivery.render_limits import (
 from worker.delivery.rendering import Recipient, RenderError, render
 from worker.intake.accept import delivery_uuid
 from worker.management.channels import ChannelCache
-from worker.providers.base import (
-    ChannelConfig,
-    DeliveryStatus,
-    Outcome,
-    Provider,
-)
-from worker.providers.base import Delivery as Message
+from worker.providers.base import Provider
 
 log = structlog.get_logger("herald.delivery")
 
@@ -62,6 +63,16 @@ QUARANTINE_AFTER = 3
 class Retry:
     delay_s: float
     ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """One send as it is recorded: its outcome, which provider made it, when, how long."""
+
+    outcome: Outcome
+    provider: str  # Provider.name, or INTERNAL_PROVIDER when Herald refused before sending
+    started: float  # time.time() when the send began
+    duration_ms: float
 
 
 @dataclass
@@ -90,16 +101,16 @@ class RequestCache:
         self._size = size
         self._max_chars = max_chars
         self._chars = 0
-        self._entries: OrderedDict[str, tuple[MessageRequest, Any, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[SendRequest, Any, int]] = OrderedDict()
 
-    def get(self, session: Session, request_id: str) -> tuple[MessageRequest, Any] | None:
+    def get(self, session: Session, request_id: str) -> tuple[SendRequest, Any] | None:
         entry = self._entries.get(request_id)
         if entry is not None:
             self._entries.move_to_end(request_id)
             return entry[0], entry[1]
         found = session.execute(
-            select(MessageRequest, func.length(cast(MessageRequest.payload, Text)))
-            .where(MessageRequest.id == request_id)
+            select(SendRequest, func.length(cast(SendRequest.payload, Text)))
+            .where(SendRequest.id == request_id)
         ).first()
         if found is None:
             return None
@@ -109,7 +120,7 @@ class RequestCache:
         self._keep(request_id, (request, parsed, chars))
         return request, parsed
 
-    def _keep(self, request_id: str, entry: tuple[MessageRequest, Any, int]) -> None:
+    def _keep(self, request_id: str, entry: tuple[SendRequest, Any, int]) -> None:
         chars = entry[2]
         if chars > self._max_chars:
             return  # used once, not kept
@@ -216,10 +227,10 @@ def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | N
 
 def _prepare(
     runtime: Runtime, session: Session, rows: list[Claimed]
-) -> tuple[dict[int, tuple[Message, ChannelConfig] | Outcome], list[int]]:
+) -> tuple[dict[int, tuple[OutgoingMessage, ChannelConfig] | Outcome], list[int]]:
     """Render every claimed row: a message to send, or a final outcome. Rows past the
     batch's rendering budget are not rendered; their ids come back to be deferred."""
-    prepared: dict[int, tuple[Message, ChannelConfig] | Outcome] = {}
+    prepared: dict[int, tuple[OutgoingMessage, ChannelConfig] | Outcome] = {}
     deferred: list[int] = []
     if not rows:
         return prepared, deferred
@@ -281,7 +292,7 @@ def _prepare_one(
     row: Claimed,
     document: dict[str, Any] | None,
     budget: RenderBudget,
-) -> tuple[Message, ChannelConfig] | Outcome:
+) -> tuple[OutgoingMessage, ChannelConfig] | Outcome:
     channel_type = row.channel_type or ""
     if channel is None or not channel.enabled:
         return Outcome(
@@ -311,7 +322,7 @@ def _prepare_one(
         return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
     except RenderError as exc:
         return Outcome(DeliveryStatus.PERMANENT_FAILURE, 400, str(exc))
-    message = Message(
+    message = OutgoingMessage(
         delivery_id=delivery_uuid(row.request_id, row.recipient),
         channel_type=channel_type,
         address=row.address or "",
@@ -324,7 +335,7 @@ def _prepare_one(
 async def _send_and_record(
     runtime: Runtime,
     rows: dict[int, Claimed],
-    work: dict[int, tuple[Message, ChannelConfig]],
+    work: dict[int, tuple[OutgoingMessage, ChannelConfig]],
     created: datetime | None,
 ) -> BatchReport:
     """Send concurrently, writing outcomes as they arrive (every FLUSH_INTERVAL_S) on a
@@ -334,10 +345,10 @@ async def _send_and_record(
     limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
     # A provider must honour its own timeout; this bound only catches a provider that does not.
     guard = runtime.settings.provider_timeout_s + 5
-    done: list[tuple[int, tuple[Outcome, str, float, float]]] = []
+    done: list[tuple[int, Attempted]] = []
     report = BatchReport(claimed=len(rows), retries=[])
 
-    async def one(row_id: int, message: Message, channel: ChannelConfig) -> None:
+    async def one(row_id: int, message: OutgoingMessage, channel: ChannelConfig) -> None:
         provider = runtime.providers(message.channel_type)
         async with limit:
             started = time.time()
@@ -352,8 +363,8 @@ async def _send_and_record(
                 outcome = Outcome(
                     DeliveryStatus.TEMPORARY_FAILURE, 500, "Internal error in the provider adapter"
                 )
-            done.append((row_id, (outcome, provider.name, started,
-                                  (time.perf_counter() - began) * 1000)))
+            done.append((row_id, Attempted(outcome, provider.name, started,
+                                           (time.perf_counter() - began) * 1000)))
 
     written: set[int] = set()
 
@@ -390,7 +401,7 @@ async def _send_and_record(
 def write_outcomes(
     runtime: Runtime,
     rows: list[Claimed],
-    outcomes: dict[int, tuple[Outcome, str, float, float]],
+    outcomes: dict[int, Attempted],
     created: datetime | None,
 ) -> tuple[BatchReport, bool]:
     """Record outcomes, holding them through a database outage for as long as it lasts.
@@ -465,7 +476,7 @@ def _record(
     runtime: Runtime,
     session: Session,
     rows: list[Claimed],
-    outcomes: dict[int, tuple[Outcome, str, float, float]],
+    outcomes: dict[int, Attempted],
     request_created: datetime | None,
 ) -> BatchReport:
     settings = runtime.settings
@@ -477,7 +488,8 @@ def _record(
     deactivate: list[str] = []
     new_addresses: list[tuple[str, str]] = []
     for row in rows:
-        outcome, provider, started, duration = outcomes[row.id]
+        attempted = outcomes[row.id]
+        outcome, provider, duration = attempted.outcome, attempted.provider, attempted.duration_ms
         age = (now - request_created).total_seconds() if request_created else 0.0
         retry = outcome.status.retryable and row.attempts < settings.retry_max_attempts
         delay = backoff_delay(settings, row.attempts, outcome.retry_after) if retry else 0.0
@@ -504,7 +516,7 @@ def _record(
             "status_code": outcome.status_code,
             "status_message": outcome.status_message,
             "message_id": outcome.message_id,
-            "started_at": datetime.fromtimestamp(started, now.tzinfo),
+            "started_at": datetime.fromtimestamp(attempted.started, now.tzinfo),
             "duration_ms": duration,
         })
         if retry:
@@ -575,7 +587,7 @@ def deliver_batch(runtime: Runtime, request_id: str, ids: list[int]) -> BatchRep
         created = created.replace(tzinfo=utcnow().tzinfo)
     by_id = {row.id: row for row in rows}
     refused = {
-        row_id: (item, "herald", time.time(), 0.0)
+        row_id: Attempted(item, INTERNAL_PROVIDER, time.time(), 0.0)
         for row_id, item in prepared.items()
         if isinstance(item, Outcome)
     }

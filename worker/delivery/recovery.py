@@ -65,9 +65,9 @@ def sweep(
     by_request: dict[str, list[int]] = defaultdict(list)
     for row_id, request_id in rows:
         by_request[request_id].append(row_id)
-    for request_id, request_ids in by_request.items():
-        for start in range(0, len(request_ids), batch_size):
-            enqueue(request_id, request_ids[start : start + batch_size])
+    for request_id, delivery_ids in by_request.items():
+        for start in range(0, len(delivery_ids), batch_size):
+            enqueue(request_id, delivery_ids[start : start + batch_size])
     return len(rows)
 
 
@@ -75,7 +75,7 @@ class Sweeper:
     """The sweep on a timer, riding out outages of the database and the broker.
 
     After a database outage it waits before sweeping again: live workers are still holding the
-    outcomes of sends made meanwhile (``worker.delivery.write_outcomes``) and write them within
+    outcomes of sends made meanwhile (``batch.write_outcomes``) and write them within
     a second of the database's return, but their leases may have run out while it was away. A
     sweep in that moment would hand those rows — already sent — to another worker.
     """

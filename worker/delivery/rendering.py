@@ -14,28 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import wire
-from worker.delivery.render_limits import RenderBudget
-from worker.providers.base import (
+from worker.core.vocabulary import (
+    CHANNELS,
+    PUSH_TYPES,
+    SENDABLE_TYPES,
     ChannelConfig,
+    ChannelType,
     Content,
     EmailContent,
+    Family,
     PushNotification,
     SmsContent,
     VoiceContent,
 )
+from worker.delivery.render_limits import RenderBudget
 
-PUSH_TYPES = frozenset(
-    {"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "GCM", "ADM", "BAIDU"}
-)
-_PUSH_MESSAGE_MEMBER = {
-    "APNS": "apns_message",
-    "APNS_SANDBOX": "apns_message",
-    "APNS_VOIP": "apns_message",
-    "APNS_VOIP_SANDBOX": "apns_message",
-    "GCM": "gcm_message",
-    "ADM": "adm_message",
-    "BAIDU": "baidu_message",
-}
 _COMMON_PUSH_MEMBERS = {
     "action",
     "body",
@@ -79,9 +72,9 @@ def normalize_phone(address: str) -> str:
 
 def dedup_key(channel_type: str, address: str) -> tuple[str, str]:
     """Two endpoints with equal keys in one request get one delivery (§4)."""
-    if channel_type == "EMAIL":
+    if channel_type == ChannelType.EMAIL:
         return channel_type, address.strip().lower()
-    if channel_type in ("SMS", "VOICE"):
+    if channel_type in (ChannelType.SMS, ChannelType.VOICE):
         return channel_type, normalize_phone(address)
     return channel_type, address
 
@@ -191,19 +184,15 @@ def has_message(
 ) -> bool:
     """Whether the request carries a message this channel can send."""
     if overrides is not None and (overrides.raw_content or overrides.body_override):
-        return channel_type in PUSH_TYPES or channel_type in ("EMAIL", "SMS", "VOICE")
-    if channel_type in PUSH_TYPES:
-        member = _PUSH_MESSAGE_MEMBER[channel_type]
-        return (
-            getattr(config, member) is not None
-            or config.default_push_notification_message is not None
-        )
-    channel_member = {"EMAIL": "email_message", "SMS": "sms_message", "VOICE": "voice_message"}
-    if channel_type in channel_member:
-        return getattr(config, channel_member[channel_type]) is not None or (
-            config.default_message is not None
-        )
-    return False
+        return channel_type in SENDABLE_TYPES
+    spec = CHANNELS.get(ChannelType(channel_type)) if channel_type in SENDABLE_TYPES else None
+    if spec is None:
+        return False
+    default = (
+        config.default_push_notification_message if spec.family is Family.PUSH
+        else config.default_message
+    )
+    return getattr(config, spec.message_member) is not None or default is not None
 
 
 def render(
@@ -233,13 +222,13 @@ def render(
         return _render_push(
             config, recipient.channel_type, record, overrides, merged_context, budget
         )
-    if recipient.channel_type == "EMAIL":
+    if recipient.channel_type == ChannelType.EMAIL:
         message = config.email_message or wire.EmailMessage()
         variables = {**record, **merge_substitutions(
             default_subs, message.substitutions, overrides.substitutions
         )}
         return _render_email(config, message, channel, variables, overrides, budget)
-    if recipient.channel_type == "SMS":
+    if recipient.channel_type == ChannelType.SMS:
         sms = config.sms_message or wire.SMSMessage()
         variables = {**record, **merge_substitutions(
             default_subs, sms.substitutions, overrides.substitutions
@@ -262,7 +251,7 @@ def render(
             entity_id=sms.entity_id,
             template_id=sms.template_id,
         )
-    if recipient.channel_type == "VOICE":
+    if recipient.channel_type == ChannelType.VOICE:
         voice = config.voice_message or wire.VoiceMessage()
         variables = {**record, **merge_substitutions(
             default_subs, voice.substitutions, overrides.substitutions
@@ -289,7 +278,7 @@ def _render_push(
     context: dict[str, str],
     budget: RenderBudget,
 ) -> PushNotification:
-    specific = getattr(config, _PUSH_MESSAGE_MEMBER[channel_type])
+    specific = getattr(config, CHANNELS[ChannelType(channel_type)].message_member)
     default = config.default_push_notification_message
 
     def pick(member: str) -> Any:

@@ -42,8 +42,8 @@ from worker.core.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryTotal,
-    MessageRequest,
     RollupState,
+    SendRequest,
 )
 from worker.results.metrics import aggregate_attempts
 
@@ -245,18 +245,18 @@ def _add_delivery_total(session: Session, channel: str, status: str, count: int)
 def _prune_requests(
     session: Session, cutoff: datetime, batch_size: int, report: PruneReport
 ) -> int:
-    nothing_left = ~exists().where(Delivery.request_id == MessageRequest.id)
+    nothing_left = ~exists().where(Delivery.request_id == SendRequest.id)
     ids = session.scalars(
-        select(MessageRequest.id)
-        .where(MessageRequest.created_at < cutoff, nothing_left)
-        .order_by(MessageRequest.created_at)
+        select(SendRequest.id)
+        .where(SendRequest.created_at < cutoff, nothing_left)
+        .order_by(SendRequest.created_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     ).all()
     if not ids:
         return 0
     deleted = session.execute(
-        delete(MessageRequest).where(MessageRequest.id.in_(ids), nothing_left)
+        delete(SendRequest).where(SendRequest.id.in_(ids), nothing_left)
         .execution_options(synchronize_session=False)
     )
     report.requests += int(deleted.rowcount)  # type: ignore[attr-defined]

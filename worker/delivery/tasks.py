@@ -25,13 +25,13 @@ from celery.exceptions import CPendingDeprecationWarning
 from worker.core.config import get_settings
 from worker.core.db import session_factory
 from worker.core.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
+from worker.core.vocabulary import QUEUE
 from worker.delivery.batch import Runtime, deliver_batch
 from worker.delivery.recovery import Housekeeping
 from worker.delivery.runtime import build_runtime
 
 log = structlog.get_logger("herald.worker")
 DELIVER_TASK = "herald.deliver"
-QUEUE = "herald"
 
 app = Celery("herald")
 

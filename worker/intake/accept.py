@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from worker import wire
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound, TooManyRequests
-from worker.core.models import Delivery, Endpoint, MessageRequest
+from worker.core.models import Delivery, Endpoint, SendRequest
+from worker.core.vocabulary import SENDABLE_TYPES, ChannelType, DeliveryStatus
 from worker.delivery.render_limits import check_substitutions
 from worker.delivery.rendering import (
     check_email_address,
@@ -33,7 +34,6 @@ from worker.management.applications import get_application
 from worker.management.channels import ChannelCache
 from worker.management.endpoints import MAX_ENDPOINT_ID, MAX_USER_ID, endpoints_of_users
 from worker.management.senders import check_message_senders
-from worker.providers.base import DeliveryStatus
 from worker.providers.phone import is_e164
 
 MAX_USERS = 100
@@ -45,10 +45,6 @@ MAX_TRACE_ID = 256  # message_requests.trace_id
 ADDRESS_PREFIX = "address:"
 BATCH_SIZE = 100
 NO_ENDPOINTS = "No endpoints found for userId."
-SUPPORTED_CHANNELS = frozenset(
-    {"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "GCM", "ADM", "BAIDU",
-     "EMAIL", "SMS", "VOICE"}
-)
 _DELIVERY_NAMESPACE = uuid.UUID("6f1c1f3e-2f5d-4c57-9b1e-8f3f6b7c0d11")
 
 
@@ -136,7 +132,7 @@ def _plan_recipient(
     """The final outcome decided without a provider, or (None, None, None) when pending."""
     if opt_out == "ALL":
         return DeliveryStatus.OPT_OUT, 400, "Endpoint has opted out of all messages."
-    if channel_type not in SUPPORTED_CHANNELS:
+    if channel_type not in SENDABLE_TYPES:
         return (DeliveryStatus.PERMANENT_FAILURE, 400,
                 f"Channel type {channel_type} is not supported.")
     if not address:
@@ -189,7 +185,7 @@ def _row(
 
 
 def _persist(
-    session: Session, request: MessageRequest, rows: list[dict[str, Any]],
+    session: Session, request: SendRequest, rows: list[dict[str, Any]],
     max_inflight: int | None = None,
 ) -> Accepted:
     if max_inflight is not None:
@@ -247,7 +243,7 @@ def accept_users_request(
                 endpoint_id=endpoint.id, channel_type=endpoint.channel_type,
                 address=endpoint.address, outcome=outcome,
             ))
-    message_request = MessageRequest(
+    message_request = SendRequest(
         id=request_id, app_id=app_id, kind="users", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
@@ -256,13 +252,13 @@ def accept_users_request(
 
 def check_address(channel_type: str, address: str) -> str | None:
     """Why an address cannot be one of this channel's, or None when it can."""
-    if channel_type == "EMAIL":
+    if channel_type == ChannelType.EMAIL:
         try:
             check_email_address(address)
         except ValueError as exc:
             return str(exc)
         return None
-    if channel_type in ("SMS", "VOICE"):
+    if channel_type in (ChannelType.SMS, ChannelType.VOICE):
         if not is_e164(normalize_phone(address)):
             return f"'{address[:40]}' is not a phone number in E.164 form (+15555550100)"
         return None
@@ -333,7 +329,7 @@ def accept_messages_request(
             channel_type=endpoint.channel_type if endpoint else None,
             address=endpoint.address if endpoint else "", outcome=outcome,
         ))
-    message_request = MessageRequest(
+    message_request = SendRequest(
         id=request_id, app_id=app_id, kind="messages", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from worker import wire
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound
-from worker.core.models import Application, Channel, Endpoint, MessageRequest
+from worker.core.models import Application, Channel, Endpoint, SendRequest
 
 ARN_PREFIX = "arn:aws:mobiletargeting:{region}:000000000000:apps/"
 MAX_PAGE_SIZE = 1000
@@ -92,7 +92,7 @@ def delete_application(session: Session, app_id: str) -> Application:
     app = get_application(session, app_id)
     # Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite may not enforce
     # on databases created before foreign keys were switched on.
-    for model in (Endpoint, Channel, MessageRequest):
+    for model in (Endpoint, Channel, SendRequest):
         session.execute(delete(model).where(model.app_id == app_id))
     session.delete(app)
     session.flush()

@@ -23,14 +23,14 @@ from worker.core import crypto
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound
 from worker.core.models import Channel
+from worker.core.vocabulary import APNS_TYPES, CHANNELS, ChannelConfig, ChannelType, Family
 from worker.management.applications import get_application, iso
-from worker.providers.base import ChannelConfig
 
 
 @dataclass(frozen=True)
 class ChannelKind:
     path: str  # the URL segment: /v1/apps/{id}/channels/<path>
-    channel_type: str
+    channel_type: ChannelType
     request_model: type[wire.WireModel]
     secret_members: frozenset[str]
 
@@ -40,24 +40,28 @@ _APNS_SECRETS = frozenset({"TokenKey", "Certificate", "PrivateKey"})
 CHANNEL_KINDS: dict[str, ChannelKind] = {
     kind.path: kind
     for kind in (
-        ChannelKind("apns", "APNS", wire.APNSChannelRequest, _APNS_SECRETS),
-        ChannelKind("apns_sandbox", "APNS_SANDBOX", wire.APNSChannelRequest, _APNS_SECRETS),
-        ChannelKind("apns_voip", "APNS_VOIP", wire.APNSChannelRequest, _APNS_SECRETS),
+        ChannelKind("apns", ChannelType.APNS, wire.APNSChannelRequest, _APNS_SECRETS),
         ChannelKind(
-            "apns_voip_sandbox", "APNS_VOIP_SANDBOX", wire.APNSChannelRequest, _APNS_SECRETS
+            "apns_sandbox", ChannelType.APNS_SANDBOX, wire.APNSChannelRequest, _APNS_SECRETS
         ),
-        ChannelKind("gcm", "GCM", wire.GCMChannelRequest, frozenset({"ApiKey", "ServiceJson"})),
+        ChannelKind("apns_voip", ChannelType.APNS_VOIP, wire.APNSChannelRequest, _APNS_SECRETS),
         ChannelKind(
-            "baidu", "BAIDU", wire.BaiduChannelRequest, frozenset({"ApiKey", "SecretKey"})
+            "apns_voip_sandbox", ChannelType.APNS_VOIP_SANDBOX, wire.APNSChannelRequest,
+            _APNS_SECRETS,
         ),
-        ChannelKind("adm", "ADM", wire.ADMChannelRequest, frozenset({"ClientSecret"})),
-        ChannelKind("email", "EMAIL", wire.EmailChannelRequest, frozenset()),
-        ChannelKind("sms", "SMS", wire.SMSChannelRequest, frozenset()),
-        ChannelKind("voice", "VOICE", wire.VoiceChannelRequest, frozenset()),
+        ChannelKind(
+            "gcm", ChannelType.GCM, wire.GCMChannelRequest, frozenset({"ApiKey", "ServiceJson"})
+        ),
+        ChannelKind(
+            "baidu", ChannelType.BAIDU, wire.BaiduChannelRequest, frozenset({"ApiKey", "SecretKey"})
+        ),
+        ChannelKind("adm", ChannelType.ADM, wire.ADMChannelRequest, frozenset({"ClientSecret"})),
+        ChannelKind("email", ChannelType.EMAIL, wire.EmailChannelRequest, frozenset()),
+        ChannelKind("sms", ChannelType.SMS, wire.SMSChannelRequest, frozenset()),
+        ChannelKind("voice", ChannelType.VOICE, wire.VoiceChannelRequest, frozenset()),
     )
 }
-KIND_BY_TYPE = {kind.channel_type: kind for kind in CHANNEL_KINDS.values()}
-APNS_TYPES = frozenset({"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX"})
+KIND_BY_TYPE: dict[str, ChannelKind] = {kind.channel_type: kind for kind in CHANNEL_KINDS.values()}
 
 
 def _check_apns(values: dict[str, Any]) -> None:
@@ -125,9 +129,9 @@ def _check_email(values: dict[str, Any]) -> None:
 def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:
     if kind.channel_type in APNS_TYPES:
         _check_apns(values)
-    elif kind.channel_type == "GCM":
+    elif kind.channel_type == ChannelType.GCM:
         _check_gcm(values)
-    elif kind.channel_type == "EMAIL":
+    elif kind.channel_type == ChannelType.EMAIL:
         _check_email(values)
 
 
@@ -198,7 +202,8 @@ def channel_response(channel: Channel, *, secrets_present: frozenset[str]) -> di
         "ApplicationId": channel.app_id,
         "CreationDate": iso(channel.created_at),
         "Enabled": channel.enabled,
-        "HasCredential": bool(secrets_present) or kind.channel_type in ("EMAIL", "SMS", "VOICE"),
+        "HasCredential": bool(secrets_present)
+        or CHANNELS[kind.channel_type].family is not Family.PUSH,
         "Id": kind.path,
         "IsArchived": False,
         "LastModifiedBy": "herald",
@@ -211,21 +216,21 @@ def channel_response(channel: Channel, *, secrets_present: frozenset[str]) -> di
         response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
             "TOKEN" if "TokenKey" in secrets_present else "CERTIFICATE"
         )
-    elif kind.channel_type == "GCM":
+    elif kind.channel_type == ChannelType.GCM:
         response["HasFcmServiceCredentials"] = "ServiceJson" in secrets_present
         response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
             "TOKEN" if "ServiceJson" in secrets_present else "KEY"
         )
-    elif kind.channel_type == "BAIDU":
+    elif kind.channel_type == ChannelType.BAIDU:
         # The model requires Credential; Herald never echoes a secret, so it is masked.
         response["Credential"] = "****"
-    elif kind.channel_type == "EMAIL":
+    elif kind.channel_type == ChannelType.EMAIL:
         for member in ("FromAddress", "Identity", "ConfigurationSet", "RoleArn",
                        "OrchestrationSendingRoleArn"):
             if settings.get(member):
                 response[member] = settings[member]
         response["MessagesPerSecond"] = 100
-    elif kind.channel_type == "SMS":
+    elif kind.channel_type == ChannelType.SMS:
         for member in ("SenderId", "ShortCode"):
             if settings.get(member):
                 response[member] = settings[member]

@@ -24,8 +24,8 @@ from email.utils import getaddresses, parseaddr
 from worker import wire
 from worker.core.config import Settings, get_settings
 from worker.core.errors import BadRequest
+from worker.core.vocabulary import ChannelConfig
 from worker.delivery.rendering import normalize_phone
-from worker.providers.base import ChannelConfig
 
 
 def identity_of(identity: str) -> str:

@@ -22,8 +22,14 @@ from typing import Any
 from urllib.parse import quote
 
 from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import (
     AccessTokenCache,
     HttpPushProvider,
@@ -141,7 +147,7 @@ class AdmProvider(HttpPushProvider):
         super().__init__(settings)
         self._tokens = AccessTokenCache()
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         notification = self._notification(delivery)
         client_id = channel.credentials.get("ClientId") or channel.settings.get("ClientId")
         client_secret = channel.credentials.get("ClientSecret")

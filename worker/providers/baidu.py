@@ -31,8 +31,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import HttpPushProvider, Rule, excerpt, json_or_none
 
 CHANNEL_TYPE = "BAIDU"
@@ -187,7 +193,7 @@ class BaiduProvider(HttpPushProvider):
     channel_type = CHANNEL_TYPE
     service = "Baidu"
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         notification = self._notification(delivery)
         api_key = channel.credentials.get("ApiKey") or channel.settings.get("ApiKey")
         secret_key = channel.credentials.get("SecretKey")

@@ -40,8 +40,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import (
     AccessTokenCache,
     HttpPushProvider,
@@ -365,7 +371,7 @@ class FcmProvider(HttpPushProvider):
         self._tokens = AccessTokenCache()
         self._accounts: dict[str, ServiceAccount | str] = {}
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         notification = self._notification(delivery)
         account = self._service_account(channel)
         if not isinstance(account, ServiceAccount):

@@ -27,15 +27,15 @@ import certifi
 import httpx
 
 from worker.core.config import Settings
-from worker.providers.base import (
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     PushNotification,
-    push_failure,
 )
+from worker.providers.base import push_failure
 
 # A provider's answer is kept only as far as an operator needs it to see what went wrong:
 # StatusMessage travels to the tenant, the results extension and the dashboard.
@@ -218,7 +218,7 @@ class HttpPushProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _notification(self, delivery: Delivery) -> PushNotification:
+    def _notification(self, delivery: OutgoingMessage) -> PushNotification:
         if not isinstance(delivery.content, PushNotification):
             raise TypeError(f"{self.service} cannot send {type(delivery.content).__name__}")
         return delivery.content

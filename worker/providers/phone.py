@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, TypeVar
 
-from worker.providers.base import (
+from worker.core.vocabulary import (
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     SmsContent,
     VoiceContent,
 )
@@ -55,7 +55,7 @@ def resolve_sms_sender(
 
 
 def phone_delivery(
-    delivery: Delivery, kind: type[Content], provider: str
+    delivery: OutgoingMessage, kind: type[Content], provider: str
 ) -> tuple[Content, str] | Outcome:
     """The content of ``kind`` and the E.164 number it goes to, or the refusal."""
     content = delivery.content
@@ -74,7 +74,7 @@ class SmsRoute(NamedTuple):
 
 
 def sms_route(
-    delivery: Delivery, channel: ChannelConfig, provider: str, default_sender: str | None
+    delivery: OutgoingMessage, channel: ChannelConfig, provider: str, default_sender: str | None
 ) -> SmsRoute | Outcome:
     """The SMS, its number and its sender (:func:`resolve_sms_sender`), or the refusal."""
     checked = phone_delivery(delivery, SmsContent, provider)

@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 
 from worker.core.config import Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, Provider
+from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
+from worker.providers.base import Provider
 from worker.providers.console import ConsoleProvider
 
 # channel type -> (module, class) of the adapter that delivers it
@@ -34,7 +35,7 @@ class UnconfiguredProvider:
     def __init__(self, setting: str) -> None:
         self._setting = setting
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         return Outcome(
             DeliveryStatus.PERMANENT_FAILURE,
             400,

@@ -42,13 +42,13 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from worker.core.config import ConfigError, Settings
-from worker.providers.base import (
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
 )
 from worker.providers.phone import is_e164, refused, sms_route
 
@@ -461,7 +461,7 @@ class SmppSmsProvider:
             )
         return self._executor
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         route = sms_route(delivery, channel, self.name, self._default_sender)
         if isinstance(route, Outcome):
             return route

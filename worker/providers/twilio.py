@@ -29,13 +29,13 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from worker.core.config import ConfigError, Settings
-from worker.providers.base import (
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     VoiceContent,
 )
 from worker.providers.http import json_or_none, provider_tls_context, retry_after_seconds
@@ -302,7 +302,7 @@ class TwilioSmsProvider(_TwilioProvider):
     name = "twilio-sms"
     channel_types = ("SMS",)
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         route = sms_route(delivery, channel, self.name, self._default_sender)
         if isinstance(route, Outcome):
             return route
@@ -322,7 +322,7 @@ class TwilioVoiceProvider(_TwilioProvider):
     name = "twilio-voice"
     channel_types = ("VOICE",)
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         checked = phone_delivery(delivery, VoiceContent, self.name)
         if isinstance(checked, Outcome):
             return checked

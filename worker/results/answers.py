@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.core.errors import NotFound
-from worker.core.models import Delivery, MessageRequest
+from worker.core.models import Delivery, SendRequest
+from worker.core.vocabulary import DeliveryStatus
 from worker.intake.accept import ADDRESS_PREFIX
-from worker.providers.base import DeliveryStatus
 
 IN_PROGRESS = "Delivery in progress"
 
@@ -113,8 +113,8 @@ def messages_answer(
 
 def get_request(
     session: Session, app_id: str, request_id: str, kind: str | None = None
-) -> MessageRequest:
-    request = session.get(MessageRequest, request_id)
+) -> SendRequest:
+    request = session.get(SendRequest, request_id)
     if request is None or request.app_id != app_id or (kind and request.kind != kind):
         raise NotFound("Resource not found")
     return request

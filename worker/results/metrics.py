@@ -56,6 +56,7 @@ from worker.core.models import (
     DeliveryTotal,
     RollupState,
 )
+from worker.core.vocabulary import INTERNAL_PROVIDER, PENDING, QUEUE
 
 log = structlog.get_logger("herald.metrics")
 
@@ -63,8 +64,6 @@ log = structlog.get_logger("herald.metrics")
 # hundreds, a provider near its timeout (HERALD_PROVIDER_TIMEOUT_S, 10 s) in the top buckets.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Outcomes Herald decided itself (render errors, channel disabled): attempts, not provider calls.
-INTERNAL_PROVIDER = "herald"
-PENDING = "PENDING"  # a row not yet attempted has no DeliveryStatus
 # kombu's Redis transport keeps priority levels as separate lists beside the queue's own.
 _PRIORITY_SEPARATOR = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
@@ -116,7 +115,7 @@ class FleetCollector(Collector):
         sessions: sessionmaker[Session],
         *,
         broker_url: str | None = None,
-        queue: str = "herald",
+        queue: str = QUEUE,
         cache_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

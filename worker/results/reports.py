@@ -17,10 +17,9 @@ from sqlalchemy import BigInteger, ColumnElement, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.core.db import utcnow
-from worker.core.models import Application, Delivery, DeliveryAttempt, MessageRequest
-from worker.providers.base import DeliveryStatus
+from worker.core.models import Application, Delivery, DeliveryAttempt, SendRequest
+from worker.core.vocabulary import PENDING, PUSH_TYPES, DeliveryStatus
 
-PENDING = "PENDING"  # not yet attempted: no DeliveryStatus
 STATUSES = tuple(s.value for s in DeliveryStatus)
 FAILURES = (
     DeliveryStatus.PERMANENT_FAILURE.value,
@@ -31,9 +30,6 @@ FAILURES = (
 )
 # Outcomes that were not delivery attempts: left out of success rates.
 NOT_ATTEMPTED = (DeliveryStatus.OPT_OUT.value, DeliveryStatus.DUPLICATE.value)
-PUSH_CHANNELS = frozenset(
-    {"APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "GCM", "ADM", "BAIDU"}
-)
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ class Attempt:
 
 
 @dataclass
-class Recipient:
+class RecipientRow:
     recipient: str
     user_id: str | None
     endpoint_id: str | None
@@ -154,7 +150,7 @@ class RequestReport:
     trace_id: str | None
     recipients: int
     created_at: datetime
-    rows: list[Recipient]
+    rows: list[RecipientRow]
     truncated: bool
 
     def status_counts(self) -> dict[str, int]:
@@ -168,7 +164,7 @@ def display_address(channel: str | None, address: str | None) -> str:
     """Device tokens are credentials: show enough to recognise one, not to use it."""
     if not address:
         return ""
-    if channel in PUSH_CHANNELS and len(address) > 12:
+    if channel in PUSH_TYPES and len(address) > 12:
         return f"{address[:8]}…{address[-4:]}"
     return address
 
@@ -286,7 +282,7 @@ def request_report(
     session: Session, request_id: str, limit: int = 2_000, attempts_limit: int = 20_000
 ) -> RequestReport | None:
     """One request's recipients with every attempt, or None if there is no such request."""
-    request = session.get(MessageRequest, request_id)
+    request = session.get(SendRequest, request_id)
     if request is None:
         return None
     deliveries = list(session.scalars(
@@ -296,7 +292,7 @@ def request_report(
     truncated = len(deliveries) > limit
     deliveries = deliveries[:limit]
     rows = {
-        d.id: Recipient(
+        d.id: RecipientRow(
             recipient=display_recipient(d.channel_type, d.recipient),
             user_id=d.user_id,
             endpoint_id=d.endpoint_id,

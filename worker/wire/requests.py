@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_pascal
 
+from worker.core.vocabulary import ChannelType
+
 # Wire names that are not the plain PascalCase of their Python name.
 _WIRE_NAMES = {
     "apns_push_type": "APNSPushType",
@@ -50,22 +52,6 @@ class WireModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-class ChannelType(StrEnum):
-    PUSH = "PUSH"
-    GCM = "GCM"
-    APNS = "APNS"
-    APNS_SANDBOX = "APNS_SANDBOX"
-    APNS_VOIP = "APNS_VOIP"
-    APNS_VOIP_SANDBOX = "APNS_VOIP_SANDBOX"
-    ADM = "ADM"
-    SMS = "SMS"
-    VOICE = "VOICE"
-    EMAIL = "EMAIL"
-    BAIDU = "BAIDU"
-    CUSTOM = "CUSTOM"
-    IN_APP = "IN_APP"
 
 
 class Action(StrEnum):

@@ -21,11 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from worker.core.config import Settings
+from worker.core.vocabulary import ChannelConfig, PushNotification
 from worker.providers.apns.payload import refuse
-from worker.providers.base import (
-    ChannelConfig,
-    PushNotification,
-)
 from worker.providers.http import (
     provider_tls_context,
 )

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worker.core.vocabulary import DeliveryStatus, Outcome
 from worker.providers.apns.connection import ApnsResponse
 from worker.providers.apns.payload import ApnsRequest
-from worker.providers.base import (
-    DeliveryStatus,
-    Outcome,
-    push_failure,
-)
+from worker.providers.base import push_failure
 from worker.providers.http import (
     excerpt,
     json_or_none,

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.providers.base import (
-    Delivery,
+from worker.core.vocabulary import (
+    APNS_VOIP_TYPES,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     PushNotification,
-    push_failure,
 )
+from worker.providers.base import push_failure
 
 APPLE_RESPONSES_DOC = (
     "https://developer.apple.com/documentation/usernotifications/"
@@ -26,9 +27,6 @@ APPLE_REQUESTS_DOC = (
     "sending-notification-requests-to-apns"
 )
 
-CHANNEL_TYPES = ("APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX")
-VOIP_CHANNELS = frozenset({"APNS_VOIP", "APNS_VOIP_SANDBOX"})
-SANDBOX_CHANNELS = frozenset({"APNS_SANDBOX", "APNS_VOIP_SANDBOX"})
 
 # Apple: 4 KB for regular notifications, 5 KB for VoIP (payload size limits, APPLE_REQUESTS_DOC).
 PAYLOAD_LIMIT = 4096
@@ -160,7 +158,7 @@ def push_type_for(notification: PushNotification, channel_type: str) -> str:
     explicit = notification.options.get("APNSPushType")
     if explicit:
         return str(explicit).strip().lower()
-    if channel_type in VOIP_CHANNELS:
+    if channel_type in APNS_VOIP_TYPES:
         return "voip"
     return "background" if notification.silent_push else "alert"
 
@@ -174,7 +172,7 @@ def topic_for(bundle_topic: str, push_type: str) -> str:
 
 
 def prepare_request(
-    delivery: Delivery, bundle_topic: str | None, *, now: float | None = None
+    delivery: OutgoingMessage, bundle_topic: str | None, *, now: float | None = None
 ) -> ApnsRequest:
     """Headers and body for ``delivery``, or :class:`Refused` when APNs would reject it.
 

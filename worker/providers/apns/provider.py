@@ -12,6 +12,17 @@ from aioapns.exceptions import ConnectionClosed
 from aioapns.exceptions import ConnectionError as ApnsConnectionError
 
 from worker.core.config import Settings
+from worker.core.vocabulary import (
+    APNS_SANDBOX_TYPES,
+    APNS_TYPES,
+    NO_ANSWER_STATUS,
+    NO_CONNECTION_STATUS,
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.apns.connection import ApnsProtocol, protocol_for
 from worker.providers.apns.credentials import (
     CREDENTIAL_NAMES,
@@ -28,23 +39,12 @@ from worker.providers.apns.credentials import (
 )
 from worker.providers.apns.outcomes import outcome_for
 from worker.providers.apns.payload import (
-    CHANNEL_TYPES,
-    SANDBOX_CHANNELS,
     Refused,
     prepare_request,
     refuse,
 )
 from worker.providers.apns.pool import ApnsPool
-from worker.providers.base import (
-    NO_ANSWER_STATUS,
-    NO_CONNECTION_STATUS,
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    PushNotification,
-    push_failure,
-)
+from worker.providers.base import push_failure
 
 CLOSE_TIMEOUT_S = 1.0
 
@@ -63,7 +63,7 @@ class ApnsProvider:
     """Sends to APNs for the four APNs channel types."""
 
     name = "apns"
-    channel_types = CHANNEL_TYPES
+    channel_types = tuple(sorted(APNS_TYPES))
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -72,9 +72,9 @@ class ApnsProvider:
         self._retired: list[ApnsPool] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         channel_type = channel.channel_type
-        if channel_type not in CHANNEL_TYPES:
+        if channel_type not in APNS_TYPES:
             return refuse(channel_type, 400, f"APNs does not serve {channel_type}").outcome
         notification = delivery.content
         try:
@@ -125,7 +125,7 @@ class ApnsProvider:
         values = required_credentials(channel, method)
         url = (
             self._settings.apns_sandbox_url
-            if channel.channel_type in SANDBOX_CHANNELS
+            if channel.channel_type in APNS_SANDBOX_TYPES
             else self._settings.apns_url
         )
         key: _PoolKey = (
