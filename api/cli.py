@@ -20,7 +20,6 @@ import os
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Any
 
 from worker.core.config import ConfigError, Settings, get_settings
 from worker.core.logs import configure_logging
@@ -172,24 +171,24 @@ def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
 def cmd_results(args: argparse.Namespace) -> None:
     from worker.core.db import session_scope
     from worker.core.models import SendRequest
-    from worker.results.answers import messages_results, users_results
+    from worker.results.answers import messages_response, result_rows, users_response
 
     with session_scope(_settings()) as session:
         request = session.get(SendRequest, args.request_id)
         if request is None:
             sys.exit(f"herald: no request {args.request_id}")
-        if request.kind == "users":
-            answer: dict[str, Any] = {"Result": users_results(session, request.id, extended=True)}
-            rows = [(user, endpoint, r) for user, by_endpoint in answer["Result"].items()
-                    for endpoint, r in by_endpoint.items()]
-        else:
-            answer = messages_results(session, request.id, extended=True)
-            rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
-            rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
+        rows_read = result_rows(session, request.id)
+        respond = users_response if request.kind == "users" else messages_response
+        answer = respond(request.app_id, request.id, rows_read, extended=True).to_wire()
+    if request.kind == "users":
+        rows = [(user, endpoint, r) for user, by_endpoint in answer["Result"].items()
+                for endpoint, r in by_endpoint.items()]
+    else:
+        rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
+        rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
     if args.json:
         # ensure_ascii (the default) escapes every control character, C1 and bidi included.
-        print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id, **answer},
-                         indent=2))
+        print(json.dumps(answer, indent=2))
         return
     print(f"{'USER':20} {'RECIPIENT':28} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL "
           "MESSAGE")

@@ -13,6 +13,7 @@ from worker.management import applications
 
 router = APIRouter()
 
+
 @router.post("/v1/apps", status_code=201)
 def create_app_route(call: Authed) -> dict[str, Any]:
     if call.principal.app_ids is not None:
@@ -20,7 +21,7 @@ def create_app_route(call: Authed) -> dict[str, Any]:
     request, _ = call.parse(wire.CreateApplicationRequest)
     with call.herald.transaction() as session:
         app = applications.create_application(session, request)
-        return applications.application_response(app, call.herald.settings.region)
+        return applications.application_response(app, call.herald.settings.region).to_wire()
 
 
 @router.get("/v1/apps")
@@ -33,23 +34,20 @@ def get_apps(
             call.principal.app_ids,
         )
         items = [applications.application_response(a, call.herald.settings.region) for a in apps]
-    response: dict[str, Any] = {"Item": items}
-    if token:
-        response["NextToken"] = token
-    return response
+    return wire.ApplicationsResponse(item=items, next_token=token or None).to_wire()
 
 
 @router.get("/v1/apps/{app_id}")
 def get_app(app_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         app = applications.get_application(session, app_id)
-        return applications.application_response(app, call.herald.settings.region)
+        return applications.application_response(app, call.herald.settings.region).to_wire()
 
 
 @router.delete("/v1/apps/{app_id}")
 def delete_app(app_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         app = applications.delete_application(session, app_id)
-        response = applications.application_response(app, call.herald.settings.region)
+        response = applications.application_response(app, call.herald.settings.region).to_wire()
     call.herald.channel_cache.clear()
     return response

@@ -7,11 +7,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.auth import Authed
+from worker import wire
+from worker.core.models import Channel
 from worker.management import channels
 
 router = APIRouter()
 
-def _channel_response(channel: Any) -> dict[str, Any]:
+
+def _channel_response(channel: Channel) -> wire.ChannelResponse:
     return channels.channel_response(channel, secrets_present=channels.secret_names(channel))
 
 
@@ -19,7 +22,9 @@ def _channel_response(channel: Any) -> dict[str, Any]:
 def get_channels(app_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         found = channels.list_channels(session, app_id)
-        return {"Channels": {c.channel_type: _channel_response(c) for c in found}}
+        return wire.ChannelsResponse(
+            channels={c.channel_type: _channel_response(c) for c in found}
+        ).to_wire()
 
 
 @router.put("/v1/apps/{app_id}/channels/{kind}")
@@ -29,14 +34,14 @@ def update_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         response = _channel_response(channels.update_channel(session, app_id, kind, body))
     call.herald.channel_cache.clear()
-    return response
+    return response.to_wire()
 
 
 @router.get("/v1/apps/{app_id}/channels/{kind}")
 def get_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
     channels.require_kind(kind)
     with call.herald.transaction() as session:
-        return _channel_response(channels.get_channel(session, app_id, kind))
+        return _channel_response(channels.get_channel(session, app_id, kind)).to_wire()
 
 
 @router.delete("/v1/apps/{app_id}/channels/{kind}")
@@ -46,4 +51,4 @@ def delete_channel(app_id: str, kind: str, call: Authed) -> dict[str, Any]:
         channel = channels.delete_channel(session, app_id, kind)
         response = channels.channel_response(channel, secrets_present=frozenset())
     call.herald.channel_cache.clear()
-    return response
+    return response.to_wire()

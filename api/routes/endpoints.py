@@ -15,7 +15,7 @@ router = APIRouter()
 
 
 def _accepted(call: Call) -> dict[str, str]:
-    return {"Message": "Accepted", "RequestID": call.request_id}
+    return wire.MessageBody(message="Accepted", request_id=call.request_id).to_wire()
 
 @router.put("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
 def update_endpoint(
@@ -47,7 +47,8 @@ def get_endpoint(
     app_id: str, endpoint_id: str, call: Authed
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
-        return endpoints.endpoint_response(endpoints.get_endpoint(session, app_id, endpoint_id))
+        endpoint = endpoints.get_endpoint(session, app_id, endpoint_id)
+        return endpoints.endpoint_response(endpoint).to_wire()
 
 
 @router.delete("/v1/apps/{app_id}/endpoints/{endpoint_id}", status_code=202)
@@ -56,7 +57,7 @@ def delete_endpoint(
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
         endpoint = endpoints.delete_endpoint(session, app_id, endpoint_id)
-        return endpoints.endpoint_response(endpoint)
+        return endpoints.endpoint_response(endpoint).to_wire()
 
 
 @router.get("/v1/apps/{app_id}/users/{user_id}")
@@ -65,7 +66,9 @@ def get_user_endpoints(
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
         found = endpoints.user_endpoints(session, app_id, user_id)
-        return {"Item": [endpoints.endpoint_response(e) for e in found]}
+        return wire.EndpointsResponse(
+            item=[endpoints.endpoint_response(e) for e in found]
+        ).to_wire()
 
 
 @router.delete("/v1/apps/{app_id}/users/{user_id}", status_code=202)
@@ -74,4 +77,6 @@ def delete_user_endpoints(
 ) -> dict[str, Any]:
     with call.herald.transaction() as session:
         found = endpoints.delete_user_endpoints(session, app_id, user_id)
-        return {"Item": [endpoints.endpoint_response(e) for e in found]}
+        return wire.EndpointsResponse(
+            item=[endpoints.endpoint_response(e) for e in found]
+        ).to_wire()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter
@@ -27,6 +27,7 @@ from worker.results.metrics import record_sync_wait
 
 RECHECK_S = 1.0
 router = APIRouter()
+
 
 async def _await_outcomes(herald: Herald, request_id: str, deadline: float) -> None:
     """Until every recipient is final or the deadline passes; woken by workers, re-checking
@@ -61,9 +62,8 @@ async def _send(
     accept: Callable[
         [Session, str, Any, dict[str, Any], ChannelCache, int | None], Accepted
     ],
-    results: Callable[..., dict[str, Any]],
-    answer: Callable[..., dict[str, Any]],
-) -> tuple[str, dict[str, Any]]:
+    answer: Callable[[str, str, Iterable[Any]], wire.WireModel],
+) -> JSONResponse:
     """Both send operations: validate, persist, enqueue after commit, wait, answer.
 
     Once the rows are committed the request is accepted, whatever happens next: a broker or
@@ -86,18 +86,20 @@ async def _send(
         )
 
     def read() -> dict[str, Any]:
+        rows: Iterable[Any]
         try:
             with herald.sessions() as session:
-                answer_now = results(session, accepted.request_id)
+                rows = answers.result_rows(session, accepted.request_id)
             DATABASE.back()
-            return answer_now
         except Exception as exc:
             if not database_unreachable(exc):
                 raise
             DATABASE.lost(exc)
-            return answer(accepted.rows_as_planned())
+            rows = accepted.rows_as_planned()
+        return answer(app_id, accepted.request_id, rows).to_wire()
 
-    return accepted.request_id, await run_in_threadpool(read)
+    # A JSONResponse skips FastAPI's response-model pass over up to 1,500 results.
+    return JSONResponse(await run_in_threadpool(read))
 
 
 def _enqueue_all(herald: Herald, accepted: Accepted) -> bool:
@@ -119,34 +121,27 @@ def _enqueue_all(herald: Herald, accepted: Accepted) -> bool:
 
 @router.post("/v1/apps/{app_id}/users-messages")
 async def send_users_messages(app_id: str, call: Authed) -> JSONResponse:
-    request_id, results = await _send(
-        call, app_id, wire.SendUsersMessageRequest, accept_users_request,
-        answers.users_results, answers.users_answer,
-    )
-    # A JSONResponse skips FastAPI's response-model pass over up to 1,500 results.
-    return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, "Result": results})
+    return await _send(call, app_id, wire.SendUsersMessageRequest, accept_users_request,
+                       answers.users_response)
 
 
 @router.post("/v1/apps/{app_id}/messages")
 async def send_messages(app_id: str, call: Authed) -> JSONResponse:
-    request_id, results = await _send(
-        call, app_id, wire.MessageRequest, accept_messages_request,
-        answers.messages_results, answers.messages_answer,
-    )
-    return JSONResponse({"ApplicationId": app_id, "RequestId": request_id, **results})
+    return await _send(call, app_id, wire.MessageRequest, accept_messages_request,
+                       answers.messages_response)
 
 
 @router.get("/v1/apps/{app_id}/users-messages/{request_id}")
 def get_users_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         answers.get_request(session, app_id, request_id, kind="users")
-        results = answers.users_results(session, request_id, extended=True)
-    return {"ApplicationId": app_id, "RequestId": request_id, "Result": results}
+        rows = answers.result_rows(session, request_id)
+    return answers.users_response(app_id, request_id, rows, extended=True).to_wire()
 
 
 @router.get("/v1/apps/{app_id}/messages/{request_id}")
 def get_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         answers.get_request(session, app_id, request_id, kind="messages")
-        results = answers.messages_results(session, request_id, extended=True)
-    return {"ApplicationId": app_id, "RequestId": request_id, **results}
+        rows = answers.result_rows(session, request_id)
+    return answers.messages_response(app_id, request_id, rows, extended=True).to_wire()

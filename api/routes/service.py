@@ -10,6 +10,7 @@ from worker.results import health
 
 router = APIRouter()
 
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -79,6 +79,8 @@ APNS_SANDBOX_TYPES = frozenset({ChannelType.APNS_SANDBOX, ChannelType.APNS_VOIP_
 INTERNAL_PROVIDER = "herald"
 # The status shown for a delivery not yet attempted (it has no DeliveryStatus yet).
 PENDING = "PENDING"
+# A SendMessages recipient that is an address, not an endpoint: its result row's recipient key.
+ADDRESS_PREFIX = "address:"
 # The Celery queue the workers consume and the API enqueues to; deployed brokers hold it.
 QUEUE = "herald"
 

@@ -22,7 +22,7 @@ from worker import wire
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound, TooManyRequests
 from worker.core.models import Delivery, Endpoint, SendRequest
-from worker.core.vocabulary import SENDABLE_TYPES, ChannelType, DeliveryStatus
+from worker.core.vocabulary import ADDRESS_PREFIX, SENDABLE_TYPES, ChannelType, DeliveryStatus
 from worker.delivery.render_limits import check_substitutions
 from worker.delivery.rendering import (
     check_email_address,
@@ -42,7 +42,6 @@ MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
 # (deliveries.recipient), whose entries cannot exceed 2704 bytes.
 MAX_TOKEN = 1024
 MAX_TRACE_ID = 256  # message_requests.trace_id
-ADDRESS_PREFIX = "address:"
 BATCH_SIZE = 100
 NO_ENDPOINTS = "No endpoints found for userId."
 _DELIVERY_NAMESPACE = uuid.UUID("6f1c1f3e-2f5d-4c57-9b1e-8f3f6b7c0d11")

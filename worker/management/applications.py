@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -26,14 +25,14 @@ def iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def application_response(app: Application, region: str) -> dict[str, Any]:
-    return {
-        "Arn": ARN_PREFIX.format(region=region) + app.id,
-        "Id": app.id,
-        "Name": app.name,
-        "tags": dict(app.tags or {}),
-        "CreationDate": iso(app.created_at),
-    }
+def application_response(app: Application, region: str) -> wire.ApplicationResponse:
+    return wire.ApplicationResponse(
+        arn=ARN_PREFIX.format(region=region) + app.id,
+        id=app.id,
+        name=app.name,
+        tags=dict(app.tags or {}),
+        creation_date=iso(app.created_at),
+    )
 
 
 def create_application(session: Session, request: wire.CreateApplicationRequest) -> Application:

@@ -195,48 +195,61 @@ def list_channels(session: Session, app_id: str) -> list[Channel]:
     return list(session.scalars(select(Channel).where(Channel.app_id == app_id)))
 
 
-def channel_response(channel: Channel, *, secrets_present: frozenset[str]) -> dict[str, Any]:
+def channel_response(
+    channel: Channel, *, secrets_present: frozenset[str]
+) -> wire.ChannelResponse:
     kind = KIND_BY_TYPE[channel.channel_type]
     settings = channel.settings or {}
-    response: dict[str, Any] = {
-        "ApplicationId": channel.app_id,
-        "CreationDate": iso(channel.created_at),
-        "Enabled": channel.enabled,
-        "HasCredential": bool(secrets_present)
-        or CHANNELS[kind.channel_type].family is not Family.PUSH,
-        "Id": kind.path,
-        "IsArchived": False,
-        "LastModifiedBy": "herald",
-        "LastModifiedDate": iso(channel.updated_at),
-        "Platform": kind.channel_type,
-        "Version": channel.version,
-    }
+
+    def stored(member: str) -> str | None:
+        return settings.get(member) or None  # the channel's non-secret member, if set
+
+    extra: dict[str, Any] = {}
     if kind.channel_type in APNS_TYPES:
-        response["HasTokenKey"] = "TokenKey" in secrets_present
-        response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
-            "TOKEN" if "TokenKey" in secrets_present else "CERTIFICATE"
-        )
+        extra = {
+            "has_token_key": "TokenKey" in secrets_present,
+            "default_authentication_method": stored("DefaultAuthenticationMethod")
+            or ("TOKEN" if "TokenKey" in secrets_present else "CERTIFICATE"),
+        }
     elif kind.channel_type == ChannelType.GCM:
-        response["HasFcmServiceCredentials"] = "ServiceJson" in secrets_present
-        response["DefaultAuthenticationMethod"] = settings.get("DefaultAuthenticationMethod") or (
-            "TOKEN" if "ServiceJson" in secrets_present else "KEY"
-        )
+        extra = {
+            "has_fcm_service_credentials": "ServiceJson" in secrets_present,
+            "default_authentication_method": stored("DefaultAuthenticationMethod")
+            or ("TOKEN" if "ServiceJson" in secrets_present else "KEY"),
+        }
     elif kind.channel_type == ChannelType.BAIDU:
         # The model requires Credential; Herald never echoes a secret, so it is masked.
-        response["Credential"] = "****"
+        extra = {"credential": "****"}
     elif kind.channel_type == ChannelType.EMAIL:
-        for member in ("FromAddress", "Identity", "ConfigurationSet", "RoleArn",
-                       "OrchestrationSendingRoleArn"):
-            if settings.get(member):
-                response[member] = settings[member]
-        response["MessagesPerSecond"] = 100
+        extra = {
+            "from_address": stored("FromAddress"),
+            "identity": stored("Identity"),
+            "configuration_set": stored("ConfigurationSet"),
+            "role_arn": stored("RoleArn"),
+            "orchestration_sending_role_arn": stored("OrchestrationSendingRoleArn"),
+            "messages_per_second": 100,
+        }
     elif kind.channel_type == ChannelType.SMS:
-        for member in ("SenderId", "ShortCode"):
-            if settings.get(member):
-                response[member] = settings[member]
-        response["PromotionalMessagesPerSecond"] = 20
-        response["TransactionalMessagesPerSecond"] = 20
-    return response
+        extra = {
+            "sender_id": stored("SenderId"),
+            "short_code": stored("ShortCode"),
+            "promotional_messages_per_second": 20,
+            "transactional_messages_per_second": 20,
+        }
+    return wire.ChannelResponse(
+        application_id=channel.app_id,
+        creation_date=iso(channel.created_at),
+        enabled=channel.enabled,
+        has_credential=bool(secrets_present)
+        or CHANNELS[kind.channel_type].family is not Family.PUSH,
+        id=kind.path,
+        is_archived=False,
+        last_modified_by="herald",
+        last_modified_date=iso(channel.updated_at),
+        platform=kind.channel_type,
+        version=channel.version,
+        **extra,
+    )
 
 
 def secret_names(channel: Channel) -> frozenset[str]:

@@ -199,29 +199,28 @@ def upsert_endpoints(
     session.flush()
 
 
-def endpoint_response(endpoint: Endpoint) -> dict[str, Any]:
+def endpoint_response(endpoint: Endpoint) -> wire.EndpointResponse:
     document = endpoint.document or {}
     user = dict(document.get("User", {}))
     if endpoint.user_id:
         user["UserId"] = endpoint.user_id
-    response: dict[str, Any] = {
-        "Address": endpoint.address,
-        "ApplicationId": endpoint.app_id,
-        "Attributes": document.get("Attributes", {}),
-        "ChannelType": endpoint.channel_type,
-        "CohortId": str(zlib.crc32(endpoint.id.encode()) % 100),
-        "CreationDate": iso(endpoint.created_at),
-        "Demographic": document.get("Demographic", {}),
-        "EffectiveDate": document.get("EffectiveDate", iso(endpoint.updated_at)),
-        "EndpointStatus": endpoint.status,
-        "Id": endpoint.id,
-        "Location": document.get("Location", {}),
-        "Metrics": document.get("Metrics", {}),
-        "OptOut": endpoint.opt_out,
-        "RequestId": document.get("RequestId"),
-        "User": user,
-    }
-    return {k: v for k, v in response.items() if v is not None}
+    return wire.EndpointResponse(
+        address=endpoint.address,
+        application_id=endpoint.app_id,
+        attributes=document.get("Attributes", {}),
+        channel_type=endpoint.channel_type,
+        cohort_id=str(zlib.crc32(endpoint.id.encode()) % 100),
+        creation_date=iso(endpoint.created_at),
+        demographic=document.get("Demographic", {}),
+        effective_date=document.get("EffectiveDate", iso(endpoint.updated_at)),
+        endpoint_status=endpoint.status,
+        id=endpoint.id,
+        location=document.get("Location", {}),
+        metrics=document.get("Metrics", {}),
+        opt_out=endpoint.opt_out,
+        request_id=document.get("RequestId"),
+        user=user,
+    )
 
 
 def get_endpoint(session: Session, app_id: str, endpoint_id: str) -> Endpoint:

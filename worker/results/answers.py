@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from worker import wire
 from worker.core.errors import NotFound
 from worker.core.models import Delivery, SendRequest
-from worker.core.vocabulary import DeliveryStatus
-from worker.intake.accept import ADDRESS_PREFIX
+from worker.core.vocabulary import ADDRESS_PREFIX, DeliveryStatus
 
 IN_PROGRESS = "Delivery in progress"
 
@@ -34,16 +34,16 @@ _RESULT_COLUMNS = (
 )
 
 
-def _result_rows(session: Session, request_id: str) -> Iterable[Any]:
+def result_rows(session: Session, request_id: str) -> list[Any]:
     """A request's rows as plain tuples: an answer reads up to 1,500 of them, and ORM
     objects would cost more than the query."""
-    return session.execute(
+    return list(session.execute(
         select(*_RESULT_COLUMNS).where(Delivery.request_id == request_id).order_by(Delivery.id)
-    )
+    ))
 
 
-def result_of(row: Any, *, extended: bool = False) -> dict[str, Any]:
-    """The EndpointMessageResult for a row, final or not (§4: "a retry is scheduled")."""
+def _result(row: Any, extended: bool) -> dict[str, Any]:
+    """The members of a row's result, final or not (§4: "a retry is scheduled")."""
     if row.delivery_status is None:
         status, code, message = DeliveryStatus.TEMPORARY_FAILURE.value, 202, IN_PROGRESS
     else:
@@ -51,64 +51,54 @@ def result_of(row: Any, *, extended: bool = False) -> dict[str, Any]:
         message = row.status_message or ""
         if not row.final:
             message = f"Retry scheduled after attempt {row.attempts}: {message or ''}".rstrip(": ")
-    result: dict[str, Any] = {
-        "Address": row.address if row.address is not None else "",
-        "DeliveryStatus": status,
-        "StatusCode": code,
+    return {
+        "delivery_status": status,
+        "status_code": code,
+        "message_id": row.message_id or None,
+        "status_message": message or None,
+        "updated_token": row.updated_token or None,
+        "attempts": row.attempts if extended else None,
+        "final": row.final if extended else None,
     }
-    for key, value in (("MessageId", row.message_id), ("StatusMessage", message),
-                       ("UpdatedToken", row.updated_token)):
-        if value:
-            result[key] = value
-    if extended:
-        result["Attempts"] = row.attempts
-        result["Final"] = row.final
-    return result
 
 
-def users_results(
-    session: Session, request_id: str, *, extended: bool = False
-) -> dict[str, dict[str, dict[str, Any]]]:
-    return users_answer(_result_rows(session, request_id), extended=extended)
+def endpoint_result(row: Any, *, extended: bool = False) -> wire.EndpointMessageResult:
+    return wire.EndpointMessageResult(
+        address=row.address if row.address is not None else "", **_result(row, extended)
+    )
 
 
-def users_answer(
-    rows: Iterable[Any], *, extended: bool = False
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """SendUsersMessages' ``Result``: by user id, then endpoint id."""
-    results: dict[str, dict[str, dict[str, Any]]] = {}
+def users_response(
+    app_id: str, request_id: str, rows: Iterable[Any], *, extended: bool = False
+) -> wire.SendUsersMessageResponse:
+    """SendUsersMessages' answer: ``Result`` by user id, then endpoint id."""
+    results: dict[str, dict[str, wire.EndpointMessageResult]] = {}
     for row in rows:
         user = results.setdefault(row.user_id or "", {})
         key = row.endpoint_id if row.endpoint_id is not None else ""
-        user[key] = result_of(row, extended=extended)
-    return results
+        user[key] = endpoint_result(row, extended=extended)
+    return wire.SendUsersMessageResponse(application_id=app_id, request_id=request_id,
+                                         result=results)
 
 
-def messages_results(
-    session: Session, request_id: str, *, extended: bool = False
-) -> dict[str, dict[str, dict[str, Any]]]:
-    return messages_answer(_result_rows(session, request_id), extended=extended)
-
-
-def messages_answer(
-    rows: Iterable[Any], *, extended: bool = False
-) -> dict[str, dict[str, dict[str, Any]]]:
+def messages_response(
+    app_id: str, request_id: str, rows: Iterable[Any], *, extended: bool = False
+) -> wire.MessageResponse:
     """SendMessages' answer: ``Result`` by address, ``EndpointResult`` by endpoint id."""
-    by_address: dict[str, dict[str, Any]] = {}
-    by_endpoint: dict[str, dict[str, Any]] = {}
+    by_address: dict[str, wire.MessageResult] = {}
+    by_endpoint: dict[str, wire.EndpointMessageResult] = {}
     for row in rows:
-        result = result_of(row, extended=extended)
         if row.endpoint_id is not None:
-            by_endpoint[row.endpoint_id] = result
+            by_endpoint[row.endpoint_id] = endpoint_result(row, extended=extended)
         else:
-            result.pop("Address", None)  # MessageResult has no Address member
-            by_address[row.recipient[len(ADDRESS_PREFIX):]] = result
-    answer: dict[str, dict[str, dict[str, Any]]] = {}
-    if by_address:
-        answer["Result"] = by_address
-    if by_endpoint:
-        answer["EndpointResult"] = by_endpoint
-    return answer
+            # MessageResult has no Address member
+            by_address[row.recipient[len(ADDRESS_PREFIX):]] = wire.MessageResult(
+                **_result(row, extended)
+            )
+    return wire.MessageResponse(
+        application_id=app_id, request_id=request_id,
+        result=by_address or None, endpoint_result=by_endpoint or None,
+    )
 
 
 def get_request(

@@ -1,6 +1,7 @@
 """The Pinpoint wire shapes: requests and responses, the only PascalCase in Herald.
 
 Everything inside Herald is snake_case; these models carry the wire names as aliases.
+``requests`` holds what clients send, ``responses`` what Herald answers.
 """
 
 from worker.wire.requests import (
@@ -24,7 +25,6 @@ from worker.wire.requests import (
     EndpointBatchRequest,
     EndpointDemographic,
     EndpointLocation,
-    EndpointMessageResult,
     EndpointRequest,
     EndpointSendConfiguration,
     EndpointText,
@@ -51,6 +51,19 @@ from worker.wire.requests import (
     check_header_name,
     wire_name,
 )
+from worker.wire.responses import (
+    ApplicationResponse,
+    ApplicationsResponse,
+    ChannelResponse,
+    ChannelsResponse,
+    EndpointMessageResult,
+    EndpointResponse,
+    EndpointsResponse,
+    MessageBody,
+    MessageResponse,
+    MessageResult,
+    SendUsersMessageResponse,
+)
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -60,9 +73,13 @@ __all__ = [
     "APNSMessage",
     "Action",
     "AddressConfiguration",
+    "ApplicationResponse",
+    "ApplicationsResponse",
     "BaiduChannelRequest",
     "BaiduMessage",
     "Blob",
+    "ChannelResponse",
+    "ChannelsResponse",
     "CreateApplicationRequest",
     "DefaultMessage",
     "DefaultPushNotificationMessage",
@@ -75,18 +92,24 @@ __all__ = [
     "EndpointLocation",
     "EndpointMessageResult",
     "EndpointRequest",
+    "EndpointResponse",
     "EndpointSendConfiguration",
     "EndpointText",
     "EndpointUser",
+    "EndpointsResponse",
     "GCMChannelRequest",
     "GCMMessage",
+    "MessageBody",
     "MessageHeader",
     "MessageRequest",
+    "MessageResponse",
+    "MessageResult",
     "MessageType",
     "RawEmail",
     "SMSChannelRequest",
     "SMSMessage",
     "SendUsersMessageRequest",
+    "SendUsersMessageResponse",
     "SimpleEmail",
     "SimpleEmailPart",
     "Str",

@@ -305,18 +305,6 @@ class MessageRequest(WireModel):
     trace_id: Str | None = None
 
 
-class EndpointMessageResult(WireModel):
-    address: Str | None = None
-    delivery_status: Str
-    message_id: Str | None = None
-    status_code: int
-    status_message: Str | None = None
-    updated_token: Str | None = None
-    # Results extension only (DESIGN.md §3).
-    attempts: int | None = None
-    final: bool | None = None
-
-
 # --- applications and endpoints -----------------------------------------------------------
 
 
