@@ -271,11 +271,13 @@ def test_a_success_that_is_not_json_is_an_unknown_failure(fake: FakeTwilio) -> N
     assert not outcome.status.retryable
 
 
-def test_retry_after_as_http_date_is_ignored() -> None:
+def test_retry_after_as_http_date_is_read_like_every_adapter_reads_it() -> None:
+    # One Retry-After reading for every adapter (issue 15): an HTTP-date counts, and one
+    # already past means "now".
     outcome = error_outcome(429, '{"code": 20429, "message": "Too Many Requests"}',
                             "Wed, 21 Oct 2015 07:28:00 GMT")  # fmt: skip
     assert outcome.status is DeliveryStatus.THROTTLED
-    assert outcome.retry_after is None
+    assert outcome.retry_after == 0.0
 
 
 # --- voice ---------------------------------------------------------------------------------

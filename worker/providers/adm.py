@@ -30,12 +30,13 @@ from worker.core.vocabulary import (
     PushNotification,
 )
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import OutcomeRule
 from worker.providers.http import (
     AccessTokenCache,
     HttpPushProvider,
-    Rule,
     excerpt,
     json_or_none,
+    rule_outcome,
     token_answer,
 )
 
@@ -78,35 +79,38 @@ Q = DeliveryStatus.THROTTLED
 
 # ADM ``reason`` values → outcome. Source: https://developer.amazon.com/docs/adm/send-message.html
 # ("Response format": status codes and reasons).
-ADM_ERRORS: dict[str, Rule] = {
-    "InvalidRegistrationId": Rule(
-        P, True, "400: the registration ID is invalid; stop sending to it"
-    ),
-    "Unregistered": Rule(
+ADM_ERRORS: dict[str, OutcomeRule] = {
+    "InvalidRegistrationId": OutcomeRule(
         P,
-        True,
+        "400: the registration ID is invalid; stop sending to it",
+        deactivate=True,
+    ),
+    "Unregistered": OutcomeRule(
+        P,
         "the app instance behind the registration ID can no longer receive messages",
+        deactivate=True,
     ),
-    "InvalidData": Rule(P, False, "400: the data parameter is malformed"),
-    "InvalidConsolidationKey": Rule(P, False, "400: the consolidationKey is invalid"),
-    "InvalidExpiration": Rule(P, False, "400: expiresAfter is out of range"),
-    "InvalidChecksum": Rule(P, False, "400: md5 does not match the data"),
-    "InvalidType": Rule(P, False, "400: the X-Amzn-Type-Version header is not recognised"),
-    "MessageTooLarge": Rule(P, False, "413: the payload exceeds 6 KB"),
-    "AccessTokenExpired": Rule(
-        P, False, "401: the access token was rejected (refreshed once already)"
+    "InvalidData": OutcomeRule(P, "400: the data parameter is malformed"),
+    "InvalidConsolidationKey": OutcomeRule(P, "400: the consolidationKey is invalid"),
+    "InvalidExpiration": OutcomeRule(P, "400: expiresAfter is out of range"),
+    "InvalidChecksum": OutcomeRule(P, "400: md5 does not match the data"),
+    "InvalidType": OutcomeRule(P, "400: the X-Amzn-Type-Version header is not recognised"),
+    "MessageTooLarge": OutcomeRule(P, "413: the payload exceeds 6 KB"),
+    "AccessTokenExpired": OutcomeRule(
+        P,
+        "401: the access token was rejected (refreshed once already)",
     ),
-    "MaxRateExceeded": Rule(Q, False, "429: the sender exceeded its rate; honour Retry-After"),
+    "MaxRateExceeded": OutcomeRule(Q, "429: the sender exceeded its rate; honour Retry-After"),
 }
 # Answers without a known reason, by HTTP status (same page).
-ADM_STATUS: dict[int, Rule] = {
-    400: Rule(P, False, "ADM rejected the message"),
-    401: Rule(P, False, "ADM did not accept the access token"),
-    410: Rule(P, True, "the registration ID is no longer registered"),
-    413: Rule(P, False, "the payload exceeds 6 KB"),
-    429: Rule(Q, False, "the sender exceeded its rate; honour Retry-After"),
-    500: Rule(T, False, "ADM internal server error; retry after Retry-After"),
-    503: Rule(T, False, "ADM temporarily unavailable; retry after Retry-After"),
+ADM_STATUS: dict[int, OutcomeRule] = {
+    400: OutcomeRule(P, "ADM rejected the message"),
+    401: OutcomeRule(P, "ADM did not accept the access token"),
+    410: OutcomeRule(P, "the registration ID is no longer registered", deactivate=True),
+    413: OutcomeRule(P, "the payload exceeds 6 KB"),
+    429: OutcomeRule(Q, "the sender exceeded its rate; honour Retry-After"),
+    500: OutcomeRule(T, "ADM internal server error; retry after Retry-After"),
+    503: OutcomeRule(T, "ADM temporarily unavailable; retry after Retry-After"),
 }
 
 
@@ -130,10 +134,10 @@ def classify_adm_response(
     rule = ADM_ERRORS.get(reason) or ADM_STATUS.get(status_code)
     if rule is None:
         if status_code >= 500:
-            rule = Rule(T, False, f"ADM server error (HTTP {status_code})")
+            rule = OutcomeRule(T, f"ADM server error (HTTP {status_code})")
         else:
-            rule = Rule(P, False, f"ADM refused the message (HTTP {status_code})")
-    return rule.outcome(CHANNEL_TYPE, status_code, text, headers, provider_error=reason)
+            rule = OutcomeRule(P, f"ADM refused the message (HTTP {status_code})")
+    return rule_outcome(rule, CHANNEL_TYPE, status_code, text, headers, provider_error=reason)
 
 
 class AdmProvider(HttpPushProvider):

@@ -13,9 +13,22 @@ the I/O.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Protocol
 
 from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRule:
+    """A row of an adapter's outcome table: what one provider answer means, with the
+    provider's documented reason. Every adapter's table (APNs, FCM, ADM, Baidu, Twilio) is made
+    of these."""
+
+    status: DeliveryStatus
+    reason: str  # the provider's documented meaning, paraphrased
+    deactivate: bool = False  # the address is dead: the endpoint becomes INACTIVE
+    credential: bool = False  # the channel's credentials are at fault, not the message
 
 
 def push_failure(

@@ -32,7 +32,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -48,12 +48,13 @@ from worker.core.vocabulary import (
     PushNotification,
 )
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import OutcomeRule
 from worker.providers.http import (
     AccessTokenCache,
     HttpPushProvider,
-    Rule,
     excerpt,
     json_or_none,
+    rule_outcome,
     token_answer,
 )
 
@@ -251,37 +252,33 @@ Q = DeliveryStatus.THROTTLED
 
 # FCM v1 error codes → outcome. Source: https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
 # (each reason paraphrases Google's "description and resolution steps").
-FCM_ERRORS: dict[str, Rule] = {
-    "UNREGISTERED": Rule(
+FCM_ERRORS: dict[str, OutcomeRule] = {
+    "UNREGISTERED": OutcomeRule(
         P,
-        True,
         "404: the app instance was unregistered from FCM; the token is no longer valid",
+        deactivate=True,
     ),
-    "INVALID_ARGUMENT": Rule(
+    "INVALID_ARGUMENT": OutcomeRule(
         P,
-        False,
         "400: request parameters were invalid (token, package name, size, data key, TTL); "
         "the endpoint is deactivated only when the registration token is what was invalid",
     ),
-    "SENDER_ID_MISMATCH": Rule(
+    "SENDER_ID_MISMATCH": OutcomeRule(
         P,
-        True,
         "403: the authenticated sender ID differs from the one the token is registered to",
+        deactivate=True,
     ),
-    "QUOTA_EXCEEDED": Rule(
+    "QUOTA_EXCEEDED": OutcomeRule(
         Q,
-        False,
         "429: sending limit exceeded (message, device or topic rate); retry after Retry-After",
     ),
-    "UNAVAILABLE": Rule(
+    "UNAVAILABLE": OutcomeRule(
         T,
-        False,
         "503: the server is overloaded; retry honouring Retry-After, with backoff",
     ),
-    "INTERNAL": Rule(T, False, "500: an unknown internal error; retry with backoff"),
-    "THIRD_PARTY_AUTH_ERROR": Rule(
+    "INTERNAL": OutcomeRule(T, "500: an unknown internal error; retry with backoff"),
+    "THIRD_PARTY_AUTH_ERROR": OutcomeRule(
         P,
-        False,
         "401: the APNs certificate or web push auth key set in Firebase is invalid or missing",
     ),
 }
@@ -322,7 +319,8 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
     rule = FCM_ERRORS.get(code)
     if rule is not None:
         # Google's message is the errorMessage; the table's reason stands in when it gives none.
-        return rule._replace(reason=message or rule.reason).outcome(
+        return rule_outcome(
+            replace(rule, reason=message or rule.reason),
             CHANNEL_TYPE,
             status_code,
             text,
@@ -332,25 +330,24 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
         )
     # No FCM error code: Google's own statuses, or something in between.
     if status_code == 401:
-        rule = Rule(
+        rule = OutcomeRule(
             P,
-            False,
             "FCM did not accept the access token obtained with the GCM channel's ServiceJson",
         )
     elif status_code == 403:
-        rule = Rule(
+        rule = OutcomeRule(
             P,
-            False,
             "the GCM channel's ServiceJson service account may not send with this project "
             "(missing cloudmessaging permission or FCM API disabled)",
         )
     elif status_code == 429:
-        rule = Rule(Q, False, "FCM throttled the request")
+        rule = OutcomeRule(Q, "FCM throttled the request")
     elif status_code >= 500:
-        rule = Rule(T, False, "FCM server error")
+        rule = OutcomeRule(T, "FCM server error")
     else:
-        rule = Rule(P, False, f"FCM refused the message (HTTP {status_code})")
-    return rule.outcome(
+        rule = OutcomeRule(P, f"FCM refused the message (HTTP {status_code})")
+    return rule_outcome(
+        rule,
         CHANNEL_TYPE, status_code, text, headers, provider_error=code, detail=message
     )
 

@@ -4,8 +4,8 @@ Every adapter that speaks HTTP (APNs, FCM, ADM, Baidu, Twilio) uses the first ha
 TLS trust, ``Retry-After``, the JSON body of an answer. The second half is the FCM, ADM and
 Baidu adapters' common ground: :class:`HttpPushProvider` (one pooled ``httpx.AsyncClient`` per
 event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`AccessTokenCache` for
-OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and :class:`Rule`,
-the row of their outcome tables that makes the outcome of an answer.
+OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and
+:func:`rule_outcome`, the outcome of an answer that a row of their outcome tables matched.
 
 None of the clients retries on its own: every retry decision belongs to Herald's policy
 (DESIGN §7).
@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import certifi
 import httpx
@@ -35,7 +35,7 @@ from worker.core.vocabulary import (
     OutgoingMessage,
     PushNotification,
 )
-from worker.providers.base import push_failure
+from worker.providers.base import OutcomeRule, push_failure
 
 # A provider's answer is kept only as far as an operator needs it to see what went wrong:
 # StatusMessage travels to the tenant, the results extension and the dashboard.
@@ -64,25 +64,18 @@ def json_or_none(text: str) -> Any:
         return None
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as delta-seconds, the only form APNs and Twilio send; anything else, an
-    HTTP-date included, is ignored rather than trusted against our clock."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    """``Retry-After`` as seconds from now, the one reading every adapter uses: delta-seconds,
+    or an HTTP-date (RFC 9110 §10.2.3; a date already past means now). Anything else, or a
+    negative or non-finite number, is no answer (None)."""
     if not value:
         return None
-    seconds = retry_after_seconds(value)
+    try:
+        seconds: float | None = float(value.strip())
+    except ValueError:
+        seconds = None
     if seconds is not None:
-        return seconds
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):
@@ -94,39 +87,32 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 # --- the HTTP push adapters (FCM, ADM, Baidu) ----------------------------------------------
 
 
-class Rule(NamedTuple):
-    """A row of a push adapter's outcome table: what one provider answer means."""
-
-    status: DeliveryStatus
-    deactivate: bool
-    reason: str
-
-    def outcome(
-        self,
-        channel_type: str,
-        status_code: int,
-        text: str,
-        headers: Mapping[str, str],
-        *,
-        provider_error: str,
-        detail: str = "",
-        deactivate: bool = False,
-    ) -> Outcome:
-        """The outcome of an answer this row matched: the row's reason (and the provider's
-        ``detail``), the body excerpted, ``Retry-After`` kept unless the failure is permanent
-        (waiting would not change it), the endpoint deactivated if the row or ``deactivate``
-        says so."""
-        permanent = self.status is DeliveryStatus.PERMANENT_FAILURE
-        return push_failure(
-            channel_type=channel_type,
-            status=self.status,
-            status_code=status_code,
-            error_message=f"{self.reason}: {detail}" if detail else self.reason,
-            provider_error=provider_error,
-            provider_response=excerpt(text),
-            retry_after=None if permanent else parse_retry_after(headers.get("retry-after")),
-            deactivate_endpoint=self.deactivate or deactivate,
-        )
+def rule_outcome(
+    rule: OutcomeRule,
+    channel_type: str,
+    status_code: int,
+    text: str,
+    headers: Mapping[str, str],
+    *,
+    provider_error: str,
+    detail: str = "",
+    deactivate: bool = False,
+) -> Outcome:
+    """The outcome of a push answer ``rule`` matched: the rule's reason (and the provider's
+    ``detail``), the body excerpted, ``Retry-After`` kept unless the failure is permanent
+    (waiting would not change it), the endpoint deactivated if the rule or ``deactivate``
+    says so."""
+    permanent = rule.status is DeliveryStatus.PERMANENT_FAILURE
+    return push_failure(
+        channel_type=channel_type,
+        status=rule.status,
+        status_code=status_code,
+        error_message=f"{rule.reason}: {detail}" if detail else rule.reason,
+        provider_error=provider_error,
+        provider_response=excerpt(text),
+        retry_after=None if permanent else parse_retry_after(headers.get("retry-after")),
+        deactivate_endpoint=rule.deactivate or deactivate,
+    )
 
 
 def token_answer(
@@ -153,7 +139,8 @@ def token_answer(
         status = DeliveryStatus.TEMPORARY_FAILURE
     else:
         status = DeliveryStatus.PERMANENT_FAILURE
-    return Rule(status, False, refused).outcome(
+    return rule_outcome(
+        OutcomeRule(status, refused),
         channel_type,
         response.status_code,
         response.text,

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from worker.core.vocabulary import DeliveryStatus, Outcome
 from worker.providers.apns.connection import ApnsResponse
 from worker.providers.apns.payload import ApnsRequest
-from worker.providers.base import push_failure
+from worker.providers.base import OutcomeRule, push_failure
 from worker.providers.http import (
     excerpt,
     json_or_none,
-    retry_after_seconds,
+    parse_retry_after,
 )
 
 # --- outcome table -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    status: DeliveryStatus
-    meaning: str  # Apple's documented meaning (APPLE_RESPONSES_DOC)
-    deactivate: bool = False  # the token is dead: the endpoint becomes INACTIVE
-    credential: bool = False  # the channel's key or certificate is at fault
 
 
 _OK = DeliveryStatus.SUCCESSFUL
@@ -33,96 +23,100 @@ _THROTTLED = DeliveryStatus.THROTTLED
 # Apple's answers, (HTTP status, reason) → outcome, as documented in APPLE_RESPONSES_DOC.
 # A (status, None) row answers for reasons Apple adds later. Only 429 and 5xx are worth
 # sending again; Apple: "retry ... 500 and 503 ... with exponential backoff".
-APNS_OUTCOMES: dict[tuple[int, str | None], _Row] = {
-    (200, None): _Row(_OK, "Success"),
-    (400, "BadCollapseId"): _Row(
+APNS_OUTCOMES: dict[tuple[int, str | None], OutcomeRule] = {
+    (200, None): OutcomeRule(_OK, "Success"),
+    (400, "BadCollapseId"): OutcomeRule(
         _PERMANENT, "The collapse identifier exceeds the maximum allowed size"
     ),
-    (400, "BadDeviceToken"): _Row(
+    (400, "BadDeviceToken"): OutcomeRule(
         _PERMANENT,
         "The specified device token is invalid (or for the other environment)",
         deactivate=True,
     ),
-    (400, "BadExpirationDate"): _Row(_PERMANENT, "The apns-expiration value is invalid"),
-    (400, "BadMessageId"): _Row(_PERMANENT, "The apns-id value is invalid"),
-    (400, "BadPriority"): _Row(_PERMANENT, "The apns-priority value is invalid"),
-    (400, "BadTopic"): _Row(_PERMANENT, "The apns-topic value is invalid"),
-    (400, "DeviceTokenNotForTopic"): _Row(
+    (400, "BadExpirationDate"): OutcomeRule(_PERMANENT, "The apns-expiration value is invalid"),
+    (400, "BadMessageId"): OutcomeRule(_PERMANENT, "The apns-id value is invalid"),
+    (400, "BadPriority"): OutcomeRule(_PERMANENT, "The apns-priority value is invalid"),
+    (400, "BadTopic"): OutcomeRule(_PERMANENT, "The apns-topic value is invalid"),
+    (400, "DeviceTokenNotForTopic"): OutcomeRule(
         _PERMANENT, "The device token doesn't match the specified topic", deactivate=True
     ),
-    (400, "DuplicateHeaders"): _Row(_PERMANENT, "One or more headers are repeated"),
+    (400, "DuplicateHeaders"): OutcomeRule(_PERMANENT, "One or more headers are repeated"),
     # The connection sat idle too long; the request itself was fine.
-    (400, "IdleTimeout"): _Row(_TEMPORARY, "Idle timeout"),
-    (400, "InvalidPushType"): _Row(_PERMANENT, "The apns-push-type value is invalid"),
-    (400, "MissingDeviceToken"): _Row(_PERMANENT, "The device token isn't in the request :path"),
-    (400, "MissingTopic"): _Row(_PERMANENT, "The apns-topic header is missing and required"),
-    (400, "PayloadEmpty"): _Row(_PERMANENT, "The message payload is empty"),
-    (400, "TopicDisallowed"): _Row(_PERMANENT, "Pushing to this topic is not allowed"),
-    (400, None): _Row(_PERMANENT, "Bad request"),
-    (403, "BadCertificate"): _Row(_PERMANENT, "The certificate is invalid", credential=True),
-    (403, "BadCertificateEnvironment"): _Row(
+    (400, "IdleTimeout"): OutcomeRule(_TEMPORARY, "Idle timeout"),
+    (400, "InvalidPushType"): OutcomeRule(_PERMANENT, "The apns-push-type value is invalid"),
+    (400, "MissingDeviceToken"): OutcomeRule(
+        _PERMANENT, "The device token isn't in the request :path"
+    ),
+    (400, "MissingTopic"): OutcomeRule(_PERMANENT, "The apns-topic header is missing and required"),
+    (400, "PayloadEmpty"): OutcomeRule(_PERMANENT, "The message payload is empty"),
+    (400, "TopicDisallowed"): OutcomeRule(_PERMANENT, "Pushing to this topic is not allowed"),
+    (400, None): OutcomeRule(_PERMANENT, "Bad request"),
+    (403, "BadCertificate"): OutcomeRule(_PERMANENT, "The certificate is invalid", credential=True),
+    (403, "BadCertificateEnvironment"): OutcomeRule(
         _PERMANENT, "The client certificate is for the wrong environment", credential=True
     ),
-    (403, "ExpiredProviderToken"): _Row(
+    (403, "ExpiredProviderToken"): OutcomeRule(
         _PERMANENT,
         "The provider token is stale and a new token should be generated",
         credential=True,
     ),
-    (403, "Forbidden"): _Row(_PERMANENT, "The specified action is not allowed", credential=True),
-    (403, "InvalidProviderToken"): _Row(
+    (403, "Forbidden"): OutcomeRule(
+        _PERMANENT, "The specified action is not allowed", credential=True
+    ),
+    (403, "InvalidProviderToken"): OutcomeRule(
         _PERMANENT,
         "The provider token is not valid, or the token signature can't be verified",
         credential=True,
     ),
-    (403, "MissingProviderToken"): _Row(
+    (403, "MissingProviderToken"): OutcomeRule(
         _PERMANENT, "No provider certificate or authorization header was sent", credential=True
     ),
-    (403, "UnrelatedKeyIdInToken"): _Row(
+    (403, "UnrelatedKeyIdInToken"): OutcomeRule(
         _PERMANENT,
         "The key id in the provider token isn't related to the key id of the token",
         credential=True,
     ),
-    (403, "BadEnvironmentKeyInToken"): _Row(
+    (403, "BadEnvironmentKeyInToken"): OutcomeRule(
         _PERMANENT, "The provider token's key is for the wrong environment", credential=True
     ),
-    (403, None): _Row(
+    (403, None): OutcomeRule(
         _PERMANENT, "An error with the certificate or the provider token", credential=True
     ),
-    (404, "BadPath"): _Row(_PERMANENT, "The request contained an invalid :path value"),
-    (404, None): _Row(_PERMANENT, "The request contained an invalid :path value"),
-    (405, "MethodNotAllowed"): _Row(_PERMANENT, "The specified :method value isn't POST"),
-    (405, None): _Row(_PERMANENT, "The specified :method value isn't POST"),
-    (410, "ExpiredToken"): _Row(_PERMANENT, "The device token has expired", deactivate=True),
-    (410, "Unregistered"): _Row(
+    (404, "BadPath"): OutcomeRule(_PERMANENT, "The request contained an invalid :path value"),
+    (404, None): OutcomeRule(_PERMANENT, "The request contained an invalid :path value"),
+    (405, "MethodNotAllowed"): OutcomeRule(_PERMANENT, "The specified :method value isn't POST"),
+    (405, None): OutcomeRule(_PERMANENT, "The specified :method value isn't POST"),
+    (410, "ExpiredToken"): OutcomeRule(_PERMANENT, "The device token has expired", deactivate=True),
+    (410, "Unregistered"): OutcomeRule(
         _PERMANENT, "The device token is inactive for the specified topic", deactivate=True
     ),
-    (410, None): _Row(
+    (410, None): OutcomeRule(
         _PERMANENT, "The device token is no longer active for the topic", deactivate=True
     ),
-    (413, "PayloadTooLarge"): _Row(_PERMANENT, "The message payload is too large"),
-    (413, None): _Row(_PERMANENT, "The message payload is too large"),
-    (429, "TooManyProviderTokenUpdates"): _Row(
+    (413, "PayloadTooLarge"): OutcomeRule(_PERMANENT, "The message payload is too large"),
+    (413, None): OutcomeRule(_PERMANENT, "The message payload is too large"),
+    (429, "TooManyProviderTokenUpdates"): OutcomeRule(
         _THROTTLED, "The provider's authentication token is being updated too often"
     ),
-    (429, "TooManyRequests"): _Row(
+    (429, "TooManyRequests"): OutcomeRule(
         _THROTTLED, "Too many requests were made consecutively to the same device token"
     ),
-    (429, None): _Row(_THROTTLED, "Too many requests"),
-    (500, "InternalServerError"): _Row(_TEMPORARY, "An internal server error occurred"),
-    (500, None): _Row(_TEMPORARY, "Internal server error"),
-    (503, "ServiceUnavailable"): _Row(_TEMPORARY, "The service is unavailable"),
-    (503, "Shutdown"): _Row(_TEMPORARY, "The APNs server is shutting down"),
-    (503, None): _Row(_TEMPORARY, "The server is shutting down and unavailable"),
+    (429, None): OutcomeRule(_THROTTLED, "Too many requests"),
+    (500, "InternalServerError"): OutcomeRule(_TEMPORARY, "An internal server error occurred"),
+    (500, None): OutcomeRule(_TEMPORARY, "Internal server error"),
+    (503, "ServiceUnavailable"): OutcomeRule(_TEMPORARY, "The service is unavailable"),
+    (503, "Shutdown"): OutcomeRule(_TEMPORARY, "The APNs server is shutting down"),
+    (503, None): OutcomeRule(_TEMPORARY, "The server is shutting down and unavailable"),
 }
 
 
-def classify(status: int, reason: str | None) -> _Row:
+def classify(status: int, reason: str | None) -> OutcomeRule:
     row = APNS_OUTCOMES.get((status, reason)) or APNS_OUTCOMES.get((status, None))
     if row is not None:
         return row
     if status >= 500:
-        return _Row(_TEMPORARY, "Server error")
-    return _Row(DeliveryStatus.UNKNOWN_FAILURE, "Unexpected answer from APNs")
+        return OutcomeRule(_TEMPORARY, "Server error")
+    return OutcomeRule(DeliveryStatus.UNKNOWN_FAILURE, "Unexpected answer from APNs")
 
 
 def outcome_for(
@@ -147,10 +141,10 @@ def outcome_for(
     if row.credential:
         message = (
             f"APNs rejected the {channel_type} channel's {credential_name}: "
-            f"{reason or response.status} ({row.meaning})"
+            f"{reason or response.status} ({row.reason})"
         )
     else:
-        message = f"{row.meaning}" + (f" ({reason})" if reason else "")
+        message = f"{row.reason}" + (f" ({reason})" if reason else "")
     return push_failure(
         channel_type=channel_type,
         status=row.status,
@@ -158,7 +152,7 @@ def outcome_for(
         error_message=message,
         provider_error=reason or "",
         provider_response=excerpt(text),
-        retry_after=retry_after_seconds(response.headers.get("retry-after"))
+        retry_after=parse_retry_after(response.headers.get("retry-after"))
         if row.status is _THROTTLED
         else None,
         deactivate_endpoint=row.deactivate,
