@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -44,14 +45,12 @@ from worker.core.vocabulary import (
     ChannelConfig,
     DeliveryStatus,
     Outcome,
-    OutgoingMessage,
     PushNotification,
 )
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
 from worker.providers.base import OutcomeRule
 from worker.providers.http import (
-    AccessTokenCache,
-    HttpPushProvider,
+    OAuthPushProvider,
     excerpt,
     json_or_none,
     rule_outcome,
@@ -355,66 +354,54 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
 # --- the provider ---------------------------------------------------------------------------
 
 
-class FcmProvider(HttpPushProvider):
+class FcmProvider(OAuthPushProvider[ServiceAccount]):
     """Sends GCM-channel pushes through FCM HTTP v1."""
 
     name = "fcm"
     channel_type = CHANNEL_TYPE
     service = "FCM"
     http2 = True
+    payload_limit = FCM_PAYLOAD_LIMIT
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._tokens = AccessTokenCache()
         self._accounts: dict[str, ServiceAccount | str] = {}
 
-    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
-        notification = self._notification(delivery)
-        account = self._service_account(channel)
-        if not isinstance(account, ServiceAccount):
-            return account
-        try:
-            message = build_fcm_message(notification, delivery.address)
-        except PayloadError as exc:
-            return self._refused(400, str(exc))
-        size = fcm_payload_size(message)
-        if size > FCM_PAYLOAD_LIMIT:
-            return self._refused(
-                400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
-            )
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        return await self._answer(self._deliver(account, body))
+    def _build(self, notification: PushNotification, address: str) -> dict[str, Any]:
+        return build_fcm_message(notification, address)
 
-    async def _deliver(self, account: ServiceAccount, body: bytes) -> Outcome:
-        url = (
-            f"{self._settings.fcm_url}/v1/projects/"
-            f"{quote(account.project_id, safe='')}/messages:send"
+    def _payload_size(self, message: Mapping[str, Any]) -> int:
+        return fcm_payload_size(message)
+
+    def _too_large(self, size: int) -> Outcome:
+        return self._refused(
+            400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
         )
-        for attempt in (1, 2):
-            token = await self._tokens.get(account.cache_key, lambda: self._fetch_token(account))
-            if isinstance(token, Outcome):
-                return token
-            response = await self._http.get().post(
-                url,
-                content=body,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json; charset=UTF-8",
-                },
-            )
-            # A 401 without an FCM error code is Google rejecting our access token (revoked
-            # or expired early): get a fresh one and try once more within this attempt.
-            if response.status_code == 401 and attempt == 1:
-                code, _, _ = _fcm_error(json_or_none(response.text))
-                if code not in FCM_ERRORS:
-                    self._tokens.invalidate(account.cache_key, token)
-                    continue
-            return classify_fcm_response(response.status_code, response.text, response.headers)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch_token(self, account: ServiceAccount) -> tuple[str, float] | Outcome:
+    def _url(self, credential: ServiceAccount, address: str) -> str:
+        return (
+            f"{self._settings.fcm_url}/v1/projects/"
+            f"{quote(credential.project_id, safe='')}/messages:send"
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json; charset=UTF-8"}
+
+    def _token_key(self, credential: ServiceAccount) -> str:
+        return credential.cache_key
+
+    def _token_rejected(self, response: httpx.Response) -> bool:
+        # A 401 with an FCM error code is about the message (THIRD_PARTY_AUTH_ERROR), not
+        # our access token.
+        code, _, _ = _fcm_error(json_or_none(response.text))
+        return code not in FCM_ERRORS
+
+    def _classify(self, response: httpx.Response, address: str) -> Outcome:
+        return classify_fcm_response(response.status_code, response.text, response.headers)
+
+    async def _fetch_token(self, credential: ServiceAccount) -> tuple[str, float] | Outcome:
         token_url = self._settings.fcm_token_url
-        assertion = service_account_assertion(account, int(time.time()), token_url)
+        assertion = service_account_assertion(credential, int(time.time()), token_url)
         response = await self._http.get().post(
             token_url, data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
         )
@@ -423,11 +410,11 @@ class FcmProvider(HttpPushProvider):
             channel_type=CHANNEL_TYPE,
             refused=(
                 f"Google's OAuth token endpoint refused the GCM channel's ServiceJson "
-                f"({account.client_email})"
+                f"({credential.client_email})"
             ),
         )
 
-    def _service_account(self, channel: ChannelConfig) -> ServiceAccount | Outcome:
+    def _credential(self, channel: ChannelConfig) -> ServiceAccount | Outcome:
         service_json = channel.credentials.get("ServiceJson")
         if not service_json:
             if channel.credentials.get("ApiKey"):

@@ -3,7 +3,8 @@
 Every adapter that speaks HTTP (APNs, FCM, ADM, Baidu, Twilio) uses the first half: provider
 TLS trust, ``Retry-After``, the JSON body of an answer. The second half is the FCM, ADM and
 Baidu adapters' common ground: :class:`HttpPushProvider` (one pooled ``httpx.AsyncClient`` per
-event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`AccessTokenCache` for
+event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`OAuthPushProvider` (FCM
+and ADM's send with a bearer token, refreshed on 401), :class:`AccessTokenCache` for
 OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and
 :func:`rule_outcome`, the outcome of an answer that a row of their outcome tables matched.
 
@@ -21,7 +22,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import certifi
 import httpx
@@ -30,16 +31,19 @@ from worker.core.config import Settings
 from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
+    ChannelConfig,
     DeliveryStatus,
     Outcome,
     OutgoingMessage,
     PushNotification,
 )
+from worker.providers.android import PayloadError
 from worker.providers.base import OutcomeRule, push_failure
 
 # A provider's answer is kept only as far as an operator needs it to see what went wrong:
 # StatusMessage travels to the tenant, the results extension and the dashboard.
 _EXCERPT = 512
+Credential = TypeVar("Credential")
 
 
 def provider_tls_context(settings: Settings) -> ssl.SSLContext:
@@ -240,6 +244,89 @@ class HttpPushProvider:
                 status_code=NO_CONNECTION_STATUS,
                 error_message=f"could not reach {self.service}: {type(exc).__name__}: {exc}",
             )
+
+
+class OAuthPushProvider(HttpPushProvider, Generic[Credential]):
+    """The FCM and ADM adapters' one send skeleton: the channel's credential, the payload
+    built and measured, then a POST with an OAuth bearer token — one token per credential,
+    shared by every send (:class:`AccessTokenCache`), fetched again once when the provider
+    answers 401 to it.
+
+    A subclass says how to read its ``Credential`` from the channel, fetch a token with it,
+    build and measure the payload, address the POST, and classify the answer.
+    """
+
+    payload_limit: int
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._tokens = AccessTokenCache()
+
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
+        notification = self._notification(delivery)
+        credential = self._credential(channel)
+        if isinstance(credential, Outcome):
+            return credential
+        try:
+            message = self._build(notification, delivery.address)
+        except PayloadError as exc:
+            return self._refused(400, str(exc))
+        size = self._payload_size(message)
+        if size > self.payload_limit:
+            return self._too_large(size)
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        return await self._answer(self._post(credential, delivery.address, body))
+
+    async def _post(self, credential: Credential, address: str, body: bytes) -> Outcome:
+        key = self._token_key(credential)
+        url = self._url(credential, address)
+        for attempt in (1, 2):
+            token = await self._tokens.get(key, lambda: self._fetch_token(credential))
+            if isinstance(token, Outcome):
+                return token
+            response = await self._http.get().post(
+                url, content=body, headers={"Authorization": f"Bearer {token}", **self._headers()}
+            )
+            # The provider rejected our access token (revoked or expired early): get a fresh
+            # one and try once more within this attempt.
+            if response.status_code == 401 and attempt == 1 and self._token_rejected(response):
+                self._tokens.invalidate(key, token)
+                continue
+            return self._classify(response, address)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- what each provider says -------------------------------------------------------------
+
+    def _credential(self, channel: ChannelConfig) -> Credential | Outcome:
+        raise NotImplementedError
+
+    def _token_key(self, credential: Credential) -> str:
+        raise NotImplementedError
+
+    async def _fetch_token(self, credential: Credential) -> tuple[str, float] | Outcome:
+        raise NotImplementedError
+
+    def _build(self, notification: PushNotification, address: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _payload_size(self, message: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    def _too_large(self, size: int) -> Outcome:
+        raise NotImplementedError
+
+    def _url(self, credential: Credential, address: str) -> str:
+        raise NotImplementedError
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+    def _token_rejected(self, response: httpx.Response) -> bool:
+        """Whether a 401 says our access token was rejected (rather than the message)."""
+        return True
+
+    def _classify(self, response: httpx.Response, address: str) -> Outcome:
+        raise NotImplementedError
 
 
 # --- OAuth access tokens (FCM, ADM) ----------------------------------------------------------
