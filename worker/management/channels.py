@@ -6,14 +6,11 @@ never returned; responses only say ``HasCredential`` / ``HasTokenKey``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +22,8 @@ from worker.core.errors import BadRequest, NotFound
 from worker.core.models import Channel
 from worker.core.vocabulary import APNS_TYPES, CHANNELS, ChannelConfig, ChannelType, Family
 from worker.management.applications import get_application, iso
+from worker.providers.base import InvalidCredentials
+from worker.providers.checks import check_channel_credentials
 
 
 @dataclass(frozen=True)
@@ -64,57 +63,6 @@ CHANNEL_KINDS: dict[str, ChannelKind] = {
 KIND_BY_TYPE: dict[str, ChannelKind] = {kind.channel_type: kind for kind in CHANNEL_KINDS.values()}
 
 
-def _check_apns(values: dict[str, Any]) -> None:
-    method = (values.get("DefaultAuthenticationMethod") or "").upper()
-    if method and method not in ("CERTIFICATE", "TOKEN"):
-        raise BadRequest("DefaultAuthenticationMethod must be CERTIFICATE or TOKEN")
-    has_token = bool(values.get("TokenKey"))
-    has_cert = bool(values.get("Certificate"))
-    if not has_token and not has_cert:
-        raise BadRequest("Either Certificate and PrivateKey, or TokenKey is required")
-    if has_token:
-        missing = [m for m in ("TokenKeyId", "TeamId", "BundleId") if not values.get(m)]
-        if missing:
-            raise BadRequest(f"Token authentication needs {', '.join(missing)}")
-        try:
-            load_pem_private_key(values["TokenKey"].encode(), password=None)
-        except (ValueError, TypeError):
-            raise BadRequest("TokenKey is not a PEM-encoded private key (.p8)") from None
-    if has_cert:
-        if not values.get("PrivateKey"):
-            raise BadRequest("Certificate authentication needs PrivateKey")
-        try:
-            x509.load_pem_x509_certificate(values["Certificate"].encode())
-            load_pem_private_key(values["PrivateKey"].encode(), password=None)
-        except (ValueError, TypeError):
-            raise BadRequest("Certificate or PrivateKey is not valid PEM") from None
-    if method == "TOKEN" and not has_token:
-        raise BadRequest("DefaultAuthenticationMethod is TOKEN but no TokenKey is configured")
-    if method == "CERTIFICATE" and not has_cert:
-        raise BadRequest("DefaultAuthenticationMethod is CERTIFICATE but no Certificate is given")
-
-
-def _check_gcm(values: dict[str, Any]) -> None:
-    service_json = values.get("ServiceJson")
-    if not service_json and not values.get("ApiKey"):
-        raise BadRequest("ServiceJson (or the legacy ApiKey) is required")
-    if service_json:
-        try:
-            account = json.loads(service_json)
-        except ValueError:
-            raise BadRequest("ServiceJson is not valid JSON") from None
-        # token_uri is not needed: tokens come from HERALD_FCM_TOKEN_URL, never the tenant's.
-        members = ("project_id", "private_key", "client_email")
-        if not isinstance(account, dict) or not all(
-            isinstance(account.get(k), str) and account[k] for k in members
-        ):
-            raise BadRequest("ServiceJson must have project_id, private_key and client_email")
-        try:
-            load_pem_private_key(account["private_key"].encode(), password=None)
-        except (ValueError, TypeError):
-            raise BadRequest("ServiceJson's private_key is not a PEM private key") from None
-
-
 def _check_email(values: dict[str, Any]) -> None:
     from worker.delivery.rendering import check_email_address
     from worker.management.senders import check_channel_sender
@@ -127,12 +75,15 @@ def _check_email(values: dict[str, Any]) -> None:
 
 
 def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:
-    if kind.channel_type in APNS_TYPES:
-        _check_apns(values)
-    elif kind.channel_type == ChannelType.GCM:
-        _check_gcm(values)
-    elif kind.channel_type == ChannelType.EMAIL:
+    """The channel's credentials are checked by the provider that will use them; the e-mail
+    sender identity is Herald's own rule (``senders``)."""
+    if kind.channel_type == ChannelType.EMAIL:
         _check_email(values)
+        return
+    try:
+        check_channel_credentials(kind.channel_type, values)
+    except InvalidCredentials as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def update_channel(session: Session, app_id: str, path: str, body: dict[str, Any]) -> Channel:

@@ -19,6 +19,10 @@ from typing import Protocol
 from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
 
 
+class InvalidCredentials(ValueError):
+    """A channel's credentials, as given to UpdateChannel, cannot work with its provider."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutcomeRule:
     """A row of an adapter's outcome table: what one provider answer means, with the

@@ -39,6 +39,7 @@ from urllib.parse import quote
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from worker.core.config import Settings
 from worker.core.vocabulary import (
@@ -48,7 +49,7 @@ from worker.core.vocabulary import (
     PushNotification,
 )
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import OutcomeRule
+from worker.providers.base import InvalidCredentials, OutcomeRule
 from worker.providers.http import (
     OAuthPushProvider,
     excerpt,
@@ -349,6 +350,34 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
         rule,
         CHANNEL_TYPE, status_code, text, headers, provider_error=code, detail=message
     )
+
+
+# --- channel credentials -------------------------------------------------------------------
+
+
+def check_channel_credentials(values: Mapping[str, Any]) -> None:
+    """Check a channel update's credentials (settings and secrets, wire names) before they
+    are stored; raises InvalidCredentials saying what is wrong."""
+    service_json = values.get("ServiceJson")
+    if not service_json and not values.get("ApiKey"):
+        raise InvalidCredentials("ServiceJson (or the legacy ApiKey) is required")
+    if service_json:
+        try:
+            account = json.loads(service_json)
+        except ValueError:
+            raise InvalidCredentials("ServiceJson is not valid JSON") from None
+        # token_uri is not needed: tokens come from HERALD_FCM_TOKEN_URL, never the tenant's.
+        members = ("project_id", "private_key", "client_email")
+        if not isinstance(account, dict) or not all(
+            isinstance(account.get(k), str) and account[k] for k in members
+        ):
+            raise InvalidCredentials(
+                "ServiceJson must have project_id, private_key and client_email"
+            )
+        try:
+            load_pem_private_key(account["private_key"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise InvalidCredentials("ServiceJson's private_key is not a PEM private key") from None
 
 
 # --- the provider ---------------------------------------------------------------------------

@@ -18,11 +18,13 @@ from aioapns.connection import (
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
 from worker.core.config import Settings
 from worker.core.vocabulary import ChannelConfig, PushNotification
 from worker.providers.apns.payload import refuse
+from worker.providers.base import InvalidCredentials
 from worker.providers.http import (
     provider_tls_context,
 )
@@ -212,3 +214,39 @@ def tls_context(
         finally:
             os.unlink(path)
     return context
+
+
+def check_channel_credentials(values: Mapping[str, Any]) -> None:
+    """Check a channel update's credentials (settings and secrets, wire names) before they
+    are stored; raises InvalidCredentials saying what is wrong."""
+    method = (values.get("DefaultAuthenticationMethod") or "").upper()
+    if method and method not in ("CERTIFICATE", "TOKEN"):
+        raise InvalidCredentials("DefaultAuthenticationMethod must be CERTIFICATE or TOKEN")
+    has_token = bool(values.get("TokenKey"))
+    has_cert = bool(values.get("Certificate"))
+    if not has_token and not has_cert:
+        raise InvalidCredentials("Either Certificate and PrivateKey, or TokenKey is required")
+    if has_token:
+        missing = [m for m in ("TokenKeyId", "TeamId", "BundleId") if not values.get(m)]
+        if missing:
+            raise InvalidCredentials(f"Token authentication needs {', '.join(missing)}")
+        try:
+            load_pem_private_key(values["TokenKey"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise InvalidCredentials("TokenKey is not a PEM-encoded private key (.p8)") from None
+    if has_cert:
+        if not values.get("PrivateKey"):
+            raise InvalidCredentials("Certificate authentication needs PrivateKey")
+        try:
+            x509.load_pem_x509_certificate(values["Certificate"].encode())
+            load_pem_private_key(values["PrivateKey"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise InvalidCredentials("Certificate or PrivateKey is not valid PEM") from None
+    if method == "TOKEN" and not has_token:
+        raise InvalidCredentials(
+            "DefaultAuthenticationMethod is TOKEN but no TokenKey is configured"
+        )
+    if method == "CERTIFICATE" and not has_cert:
+        raise InvalidCredentials(
+            "DefaultAuthenticationMethod is CERTIFICATE but no Certificate is given"
+        )
