@@ -1,6 +1,6 @@
 """The embedded default's in-process worker (``herald serve``): the same
-:func:`~worker.delivery.deliver_batch` as the Celery task, fed by an in-process queue on one
-background thread with its own event loop."""
+job (:func:`~worker.delivery.jobs.run_job`) as the Celery task, fed by an in-process queue on
+one background thread with its own event loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from worker.core.config import Settings
-from worker.delivery.batch import deliver_batch
+from worker.delivery.jobs import run_job
 from worker.delivery.recovery import Housekeeping, Sweeper
 from worker.delivery.runtime import build_runtime
 
@@ -62,12 +62,9 @@ class EmbeddedWorker:
                 break
             request_id, ids = job
             try:
-                report = deliver_batch(runtime, request_id, ids)
+                run_job(runtime, request_id, ids, self.enqueue)
             except Exception:
                 log.exception("batch failed", request_id=request_id)
-                continue
-            for retry in report.retries or ():
-                self.enqueue(request_id, retry.ids, retry.delay_s)
         runtime.loop.run_until_complete(runtime.providers.aclose())  # type: ignore[attr-defined]
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -24,9 +24,10 @@ from celery.exceptions import CPendingDeprecationWarning
 
 from worker.core.config import get_settings
 from worker.core.db import session_factory
-from worker.core.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
+from worker.core.outages import BROKER
 from worker.core.vocabulary import QUEUE
-from worker.delivery.batch import Runtime, deliver_batch
+from worker.delivery.batch import Runtime
+from worker.delivery.jobs import run_job
 from worker.delivery.recovery import Housekeeping
 from worker.delivery.runtime import build_runtime
 
@@ -89,28 +90,7 @@ def enqueue(request_id: str, ids: list[int], countdown: float = 0.0) -> None:
 
 @app.task(name=DELIVER_TASK)  # type: ignore[untyped-decorator]
 def deliver(request_id: str, ids: list[int]) -> dict[str, Any]:
-    try:
-        report = deliver_batch(process_runtime(), request_id, ids)
-    except MemoryError:
-        # Celery re-raises a task's MemoryError in the worker's main process, which exits.
-        # Preparation already turns one into a row's failure; one raised later leaves the
-        # batch's leases to run out, and a row that keeps doing it is quarantined at claim.
-        log.error("batch ran out of memory", request_id=request_id, rows=len(ids))
-        return {"claimed": 0, "final": 0}
-    except Exception as exc:
-        if not database_unreachable(exc):
-            raise
-        # Nothing was sent: the rows are unclaimed or their lease runs out, and the sweep
-        # hands them out again once the database is back.
-        DATABASE.lost(exc)
-        return {"claimed": 0, "final": 0}
-    try:
-        for retry in report.retries or ():
-            enqueue(request_id, retry.ids, retry.delay_s)
-    except Exception as exc:
-        if not broker_unreachable(exc):
-            raise
-        BROKER.lost(exc)  # the rows are due at their retry time; the sweep enqueues them then
+    report = run_job(process_runtime(), request_id, ids, enqueue)
     return {"claimed": report.claimed, "final": report.final}
 
 
