@@ -70,7 +70,7 @@ def create_app(
         settings=settings,
         sessions=sessions,
         keys=KeyStore(settings, sessions),
-        channel_cache=ChannelCache(),
+        channel_cache=ChannelCache(settings),
         waiters=waiters,
         enqueue=enqueue,
         limiter=build_rate_limiter(settings),

@@ -43,7 +43,7 @@ def _dev_credentials(settings: Settings) -> Path | None:
     path = (settings.data_dir / "credentials").resolve()
     if not path.exists():
         with session_scope(settings) as session:
-            key_id, secret = create_key(session, description="embedded default key")
+            key_id, secret = create_key(session, settings, description="embedded default key")
         profile = configparser.ConfigParser()
         profile["herald"] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -139,7 +139,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     try:
         with session_scope(settings) as session:
             if args.keys_command == "create":
-                key_id, secret = create_key(session, args.app or None, args.description)
+                key_id, secret = create_key(session, settings, args.app or None, args.description)
                 print(f"AWS_ACCESS_KEY_ID={key_id}")
                 print(f"AWS_SECRET_ACCESS_KEY={secret}")
                 print("The secret is shown once; store it now.", file=sys.stderr)
@@ -160,8 +160,9 @@ def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
     from worker.core.db import session_scope
 
     try:
-        with session_scope(_settings()) as session:
-            changed = reencrypt_stored(session)
+        settings = _settings()
+        with session_scope(settings) as session:
+            changed = reencrypt_stored(session, settings)
     except SecretDecryptionError as exc:
         sys.exit(f"herald: {exc}")
     print(f"{changed} stored secrets re-encrypted with the current HERALD_SECRET_KEY",

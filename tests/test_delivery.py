@@ -40,6 +40,8 @@ from worker.management.endpoints import upsert_endpoints
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
 
+SETTINGS = Settings(secret_key=SECRET_KEY)  # the keys channel credentials are stored with
+
 
 class ScriptedProvider:
     """Answers each address with the outcomes scripted for it, in order (the last repeats)."""
@@ -91,7 +93,7 @@ def runtime_for(sessions: Any, provider: ScriptedProvider, **settings: Any) -> R
         sessions=sessions,
         providers=lambda _channel_type: provider,  # type: ignore[arg-type,return-value]
         loop=asyncio.new_event_loop(),
-        channels=ChannelCache(),
+        channels=ChannelCache(SETTINGS),
         requests=RequestCache(),
         notify=lambda _request_id: None,
         lease_s=60,
@@ -103,7 +105,7 @@ def accepted_send(sessions: sessionmaker[Session], phones: list[str]) -> Accepte
     leaves it: rows committed, none claimed."""
     with sessions() as session, session.begin():
         app_id = create_application(session, wire.CreateApplicationRequest(name="t")).id
-        update_channel(session, app_id, "sms", {"Enabled": True})
+        update_channel(session, app_id, "sms", {"Enabled": True}, SETTINGS)
         upsert_endpoints(session, app_id, [
             (f"e{i}", wire.EndpointRequest.model_validate({
                 "ChannelType": "SMS", "Address": phone, "User": {"UserId": f"u{i}"}}))
@@ -114,7 +116,7 @@ def accepted_send(sessions: sessionmaker[Session], phones: list[str]) -> Accepte
     with sessions() as session, session.begin():
         return accept_users_request(
             session, app_id, wire.SendUsersMessageRequest.model_validate(payload), payload,
-            ChannelCache())
+            ChannelCache(SETTINGS), SETTINGS)
 
 
 def rows(sessions: sessionmaker[Session], request_id: str) -> dict[str, Any]:

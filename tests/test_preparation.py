@@ -48,7 +48,7 @@ def _email_send(runtime: Runtime, users: dict[str, dict[str, Any]],
     with runtime.sessions() as session, session.begin():
         app = create_application(session, wire.CreateApplicationRequest(name="delivery"))
         update_channel(session, app.id, "email", {"FromAddress": "ops@herald.test",
-                                                  "Identity": "herald.test"})
+                                                  "Identity": "herald.test"}, runtime.settings)
         upsert_endpoints(session, app.id, [
             (f"ep-{user}", wire.EndpointRequest.model_validate(
                 {"ChannelType": "EMAIL", "Address": f"{user}@herald.test",
@@ -62,7 +62,7 @@ def _email_send(runtime: Runtime, users: dict[str, dict[str, Any]],
     with runtime.sessions() as session, session.begin():
         accepted = accept_users_request(
             session, app_id, wire.SendUsersMessageRequest.model_validate(payload), payload,
-            ChannelCache())
+            ChannelCache(runtime.settings), runtime.settings)
     with runtime.sessions() as session:
         ids = {user: row_id for user, row_id in session.execute(
             select(Delivery.user_id, Delivery.id).where(

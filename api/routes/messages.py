@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.auth import Authed, Call, Model
 from api.state import Herald
 from worker import wire
+from worker.core.config import Settings
 from worker.core.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
 from worker.intake.accept import Accepted, accept_messages_request, accept_users_request
 from worker.management.channels import ChannelCache
@@ -60,7 +61,7 @@ async def _send(
     app_id: str,
     model: type[Model],
     accept: Callable[
-        [Session, str, Any, dict[str, Any], ChannelCache, int | None], Accepted
+        [Session, str, Any, dict[str, Any], ChannelCache, Settings], Accepted
     ],
     answer: Callable[[str, str, Iterable[Any]], wire.WireModel],
 ) -> JSONResponse:
@@ -76,7 +77,7 @@ async def _send(
     def persist() -> Accepted:
         with herald.transaction() as session:
             return accept(session, app_id, request, payload, herald.channel_cache,
-                          herald.settings.max_inflight_sends_per_app)
+                          herald.settings)
 
     accepted = await run_in_threadpool(persist)
     queued = await run_in_threadpool(_enqueue_all, herald, accepted)

@@ -6,6 +6,9 @@ SHA-256 derivation Herald used before, or ``HERALD_PREVIOUS_SECRET_KEY`` — sti
 (``MultiFernet`` tries the current key first); everything written is encrypted with the
 current key, so secrets move to it as they are updated, or all at once with
 :func:`reencrypt_stored` (``herald reencrypt-secrets``).
+
+Every function takes the settings whose keys it uses: a process serving ``create_app(settings)``
+encrypts with those, never with whatever the environment would give.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.core.config import Settings, get_settings
+from worker.core.config import Settings
 
 
 class SecretDecryptionError(RuntimeError):
@@ -29,16 +32,15 @@ def _fernet(current: bytes, *older: bytes) -> MultiFernet:
     return MultiFernet([Fernet(current), *(Fernet(key) for key in older)])
 
 
-def _cipher(settings: Settings | None) -> MultiFernet:
-    settings = settings or get_settings()
+def _cipher(settings: Settings) -> MultiFernet:
     return _fernet(settings.fernet_key(), *settings.legacy_fernet_keys())
 
 
-def encrypt(plaintext: bytes, settings: Settings | None = None) -> bytes:
+def encrypt(plaintext: bytes, settings: Settings) -> bytes:
     return _cipher(settings).encrypt(plaintext)
 
 
-def decrypt(token: bytes, settings: Settings | None = None) -> bytes:
+def decrypt(token: bytes, settings: Settings) -> bytes:
     try:
         return _cipher(settings).decrypt(token)
     except InvalidToken:
@@ -48,9 +50,8 @@ def decrypt(token: bytes, settings: Settings | None = None) -> bytes:
         ) from None
 
 
-def reencrypt(token: bytes, settings: Settings | None = None) -> bytes:
+def reencrypt(token: bytes, settings: Settings) -> bytes:
     """``token`` encrypted with the current key (unchanged if it already is)."""
-    settings = settings or get_settings()
     try:
         _fernet(settings.fernet_key()).decrypt(token)
         return token
@@ -64,7 +65,7 @@ def reencrypt(token: bytes, settings: Settings | None = None) -> bytes:
         ) from None
 
 
-def reencrypt_stored(session: Session, settings: Settings | None = None) -> int:
+def reencrypt_stored(session: Session, settings: Settings) -> int:
     """Every stored secret (channel credentials, access-key secrets) encrypted with the
     current key; how many were re-encrypted. After this, ``HERALD_PREVIOUS_SECRET_KEY`` can go.
     """
@@ -83,11 +84,11 @@ def reencrypt_stored(session: Session, settings: Settings | None = None) -> int:
     return changed
 
 
-def encrypt_json(values: dict[str, str], settings: Settings | None = None) -> bytes:
+def encrypt_json(values: dict[str, str], settings: Settings) -> bytes:
     return encrypt(json.dumps(values).encode(), settings)
 
 
-def decrypt_json(token: bytes, settings: Settings | None = None) -> dict[str, str]:
+def decrypt_json(token: bytes, settings: Settings) -> dict[str, str]:
     value = json.loads(decrypt(token, settings))
     assert isinstance(value, dict)
     return value

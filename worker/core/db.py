@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.core.config import Settings, get_settings
+from worker.core.config import Settings
 
 
 def utcnow() -> datetime:
@@ -42,8 +42,7 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(make_engine(url), expire_on_commit=False)
 
 
-def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
-    settings = settings or get_settings()
+def session_factory(settings: Settings) -> sessionmaker[Session]:
     prepare_embedded_database(settings)
     return _sessionmaker(settings.sqlalchemy_url)
 
@@ -66,7 +65,7 @@ def prepare_embedded_database(settings: Settings) -> None:
 
 
 @contextmanager
-def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+def session_scope(settings: Settings) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error."""
     with session_factory(settings)() as session, session.begin():
         yield session

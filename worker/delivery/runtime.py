@@ -30,7 +30,7 @@ def build_runtime(settings: Settings, notify: Callable[[str], None] | None = Non
         sessions=session_factory(settings),
         providers=ProviderRegistry(settings, console_fallback=settings.embedded),
         loop=asyncio.new_event_loop(),
-        channels=ChannelCache(),
+        channels=ChannelCache(settings),
         requests=RequestCache(),
         notify=notify,
         lease_s=settings.lease_s,

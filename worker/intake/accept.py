@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from worker import wire
+from worker.core.config import Settings
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound, TooManyRequests
 from worker.core.models import Delivery, Endpoint, SendRequest
@@ -209,7 +210,7 @@ def accept_users_request(
     request: wire.SendUsersMessageRequest,
     payload: dict[str, Any],
     channels: ChannelCache,
-    max_inflight: int | None = None,
+    settings: Settings,
 ) -> Accepted:
     if not 1 <= len(request.users) <= MAX_USERS:
         raise BadRequest(f"Users must name from 1 to {MAX_USERS} user ids")
@@ -218,7 +219,7 @@ def accept_users_request(
                    request.users.values())
     get_application(session, app_id)
     configs = channels.for_app(session, app_id)
-    check_message_senders(request.message_configuration, configs)
+    check_message_senders(request.message_configuration, configs, settings)
     enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
@@ -246,7 +247,7 @@ def accept_users_request(
         id=request_id, app_id=app_id, kind="users", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
-    return _persist(session, message_request, plan.rows, max_inflight)
+    return _persist(session, message_request, plan.rows, settings.max_inflight_sends_per_app)
 
 
 def check_address(channel_type: str, address: str) -> str | None:
@@ -273,7 +274,7 @@ def accept_messages_request(
     request: wire.MessageRequest,
     payload: dict[str, Any],
     channels: ChannelCache,
-    max_inflight: int | None = None,
+    settings: Settings,
 ) -> Accepted:
     """SendMessages: the same plan for addresses and endpoint ids (one pipeline, two intakes)."""
     addresses = request.addresses or {}
@@ -294,7 +295,7 @@ def accept_messages_request(
                    [*addresses.values(), *endpoint_configs.values()])
     get_application(session, app_id)
     configs = channels.for_app(session, app_id)
-    check_message_senders(request.message_configuration, configs)
+    check_message_senders(request.message_configuration, configs, settings)
     enabled = {t: c.enabled for t, c in configs.items()}
     request_id = str(uuid.uuid4())
     now = utcnow()
@@ -332,4 +333,4 @@ def accept_messages_request(
         id=request_id, app_id=app_id, kind="messages", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
     )
-    return _persist(session, message_request, plan.rows, max_inflight)
+    return _persist(session, message_request, plan.rows, settings.max_inflight_sends_per_app)

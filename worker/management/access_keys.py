@@ -35,12 +35,15 @@ class Principal:
 
 
 def create_key(
-    session: Session, app_ids: list[str] | None = None, description: str | None = None
+    session: Session,
+    settings: Settings,
+    app_ids: list[str] | None = None,
+    description: str | None = None,
 ) -> tuple[str, str]:
     key_id = "HK" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(18))
     secret = secrets.token_urlsafe(30)
     session.add(AccessKey(
-        id=key_id, secret=crypto.encrypt(secret.encode()), app_ids=app_ids or None,
+        id=key_id, secret=crypto.encrypt(secret.encode(), settings), app_ids=app_ids or None,
         description=description, created_at=utcnow(), revoked_at=None,
     ))
     session.flush()
@@ -63,6 +66,7 @@ class KeyStore:
     """Looks keys up for every signed request; a short cache keeps revocation prompt."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], ttl_s: float = 5.0):
+        self._settings = settings  # whose keys decrypt the stored secrets
         self._root: Principal | None = None
         if settings.root_access_key_id and settings.root_secret_access_key:
             self._root = Principal(
@@ -91,7 +95,7 @@ class KeyStore:
             if key is not None and key.revoked_at is None:
                 found = Principal(
                     key.id,
-                    crypto.decrypt(key.secret).decode(),
+                    crypto.decrypt(key.secret, self._settings).decode(),
                     frozenset(key.app_ids) if key.app_ids else None,
                 )
         with self._lock:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from worker import wire
 from worker.core import crypto
+from worker.core.config import Settings
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound
 from worker.core.models import Channel
@@ -63,7 +64,7 @@ CHANNEL_KINDS: dict[str, ChannelKind] = {
 KIND_BY_TYPE: dict[str, ChannelKind] = {kind.channel_type: kind for kind in CHANNEL_KINDS.values()}
 
 
-def _check_email(values: dict[str, Any]) -> None:
+def _check_email(values: dict[str, Any], settings: Settings) -> None:
     from worker.delivery.rendering import check_email_address
     from worker.management.senders import check_channel_sender
 
@@ -71,14 +72,14 @@ def _check_email(values: dict[str, Any]) -> None:
         check_email_address(values["FromAddress"])
     except ValueError as exc:
         raise BadRequest(f"FromAddress: {exc}") from None
-    check_channel_sender(values)
+    check_channel_sender(values, settings)
 
 
-def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:
+def _validate(kind: ChannelKind, values: dict[str, Any], settings: Settings) -> None:
     """The channel's credentials are checked by the provider that will use them; the e-mail
     sender identity is Herald's own rule (``senders``)."""
     if kind.channel_type == ChannelType.EMAIL:
-        _check_email(values)
+        _check_email(values, settings)
         return
     try:
         check_channel_credentials(kind.channel_type, values)
@@ -86,7 +87,9 @@ def _validate(kind: ChannelKind, values: dict[str, Any]) -> None:
         raise BadRequest(str(exc)) from None
 
 
-def update_channel(session: Session, app_id: str, path: str, body: dict[str, Any]) -> Channel:
+def update_channel(
+    session: Session, app_id: str, path: str, body: dict[str, Any], settings: Settings
+) -> Channel:
     kind = CHANNEL_KINDS[path]
     get_application(session, app_id)
     try:
@@ -99,12 +102,14 @@ def update_channel(session: Session, app_id: str, path: str, body: dict[str, Any
     enabled = given.pop("Enabled", None)
     channel = session.get(Channel, (app_id, kind.channel_type))
     now = utcnow()
-    old_secrets = crypto.decrypt_json(channel.secrets) if channel and channel.secrets else {}
-    settings = {**(channel.settings if channel else {}), **{
+    old_secrets = (
+        crypto.decrypt_json(channel.secrets, settings) if channel and channel.secrets else {}
+    )
+    stored = {**(channel.settings if channel else {}), **{
         k: v for k, v in given.items() if k not in kind.secret_members
     }}
     secrets = {**old_secrets, **{k: v for k, v in given.items() if k in kind.secret_members}}
-    _validate(kind, {**settings, **secrets})
+    _validate(kind, {**stored, **secrets}, settings)
     if channel is None:
         channel = Channel(
             app_id=app_id,
@@ -118,8 +123,8 @@ def update_channel(session: Session, app_id: str, path: str, body: dict[str, Any
         channel.version += 1
         if enabled is not None:
             channel.enabled = enabled
-    channel.settings = settings
-    channel.secrets = crypto.encrypt_json(secrets) if secrets else None
+    channel.settings = stored
+    channel.secrets = crypto.encrypt_json(secrets, settings) if secrets else None
     channel.updated_at = now
     session.flush()
     return channel
@@ -203,10 +208,10 @@ def channel_response(
     )
 
 
-def secret_names(channel: Channel) -> frozenset[str]:
+def secret_names(channel: Channel, settings: Settings) -> frozenset[str]:
     if not channel.secrets:
         return frozenset()
-    return frozenset(crypto.decrypt_json(channel.secrets))
+    return frozenset(crypto.decrypt_json(channel.secrets, settings))
 
 
 class ChannelCache:
@@ -216,7 +221,8 @@ class ChannelCache:
     within seconds without a query and a decryption per message.
     """
 
-    def __init__(self, ttl_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, ttl_s: float = 5.0) -> None:
+        self._settings = settings  # whose keys decrypt the credentials
         self._ttl = ttl_s
         self._entries: dict[str, tuple[float, dict[str, ChannelConfig]]] = {}
         self._lock = threading.Lock()
@@ -233,7 +239,9 @@ class ChannelCache:
                 channel_type=c.channel_type,
                 enabled=c.enabled,
                 settings=dict(c.settings or {}),
-                credentials=crypto.decrypt_json(c.secrets) if c.secrets else {},
+                credentials=(
+                    crypto.decrypt_json(c.secrets, self._settings) if c.secrets else {}
+                ),
                 version=c.version,
             )
             for c in session.scalars(select(Channel).where(Channel.app_id == app_id))

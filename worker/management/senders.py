@@ -22,7 +22,7 @@ from email.policy import default as default_policy
 from email.utils import getaddresses, parseaddr
 
 from worker import wire
-from worker.core.config import Settings, get_settings
+from worker.core.config import Settings
 from worker.core.errors import BadRequest
 from worker.core.vocabulary import ChannelConfig
 from worker.delivery.rendering import normalize_phone
@@ -48,10 +48,9 @@ def within_identity(address: str, identity: str) -> bool:
     return domain == allowed or domain.endswith("." + allowed)
 
 
-def check_channel_sender(channel: Mapping[str, object], settings: Settings | None = None
-                         ) -> None:
+def check_channel_sender(channel: Mapping[str, object], settings: Settings) -> None:
     """An e-mail channel's ``FromAddress`` must be within its own ``Identity``."""
-    if (settings or get_settings()).allow_any_sender:
+    if settings.allow_any_sender:
         return
     from_address = str(channel.get("FromAddress") or "")
     identity = str(channel.get("Identity") or "")
@@ -66,10 +65,9 @@ def check_channel_sender(channel: Mapping[str, object], settings: Settings | Non
 def check_message_senders(
     config: wire.DirectMessageConfiguration,
     channels: Mapping[str, ChannelConfig],
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> None:
     """Raise BadRequest if the message names a sender its app's channels do not allow."""
-    settings = settings or get_settings()
     if settings.allow_any_sender:
         return
     _check_email(config.email_message, channels.get("EMAIL"))
