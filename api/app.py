@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -117,7 +117,9 @@ def create_app(
         app.include_router(router)
 
     @app.middleware("http")
-    async def pinpoint_envelope(request: Request, call_next: Any) -> Response:
+    async def pinpoint_envelope(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         rid = errors.request_id_of(request)
         if request.method == "OPTIONS":
             methods = _allowed_methods(request.url.path)

@@ -59,6 +59,10 @@ EARLY_SLACK = timedelta(seconds=1)
 QUARANTINE_AFTER = 3
 
 
+# A send request's payload as parsed: which operation it came from decides the overrides.
+SendPayload = wire.SendUsersMessageRequest | wire.MessageRequest
+
+
 @dataclass(frozen=True)
 class Retry:
     delay_s: float
@@ -101,9 +105,9 @@ class RequestCache:
         self._size = size
         self._max_chars = max_chars
         self._chars = 0
-        self._entries: OrderedDict[str, tuple[SendRequest, Any, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[SendRequest, SendPayload, int]] = OrderedDict()
 
-    def get(self, session: Session, request_id: str) -> tuple[SendRequest, Any] | None:
+    def get(self, session: Session, request_id: str) -> tuple[SendRequest, SendPayload] | None:
         entry = self._entries.get(request_id)
         if entry is not None:
             self._entries.move_to_end(request_id)
@@ -116,11 +120,11 @@ class RequestCache:
             return None
         request, chars = found[0], int(found[1] or 0)
         model = wire.SendUsersMessageRequest if request.kind == "users" else wire.MessageRequest
-        parsed = model.model_validate(request.payload)
+        parsed: SendPayload = model.model_validate(request.payload)
         self._keep(request_id, (request, parsed, chars))
         return request, parsed
 
-    def _keep(self, request_id: str, entry: tuple[SendRequest, Any, int]) -> None:
+    def _keep(self, request_id: str, entry: tuple[SendRequest, SendPayload, int]) -> None:
         chars = entry[2]
         if chars > self._max_chars:
             return  # used once, not kept
@@ -217,7 +221,7 @@ def _quarantined(session: Session, rows: list[Claimed]) -> dict[int, Outcome]:
     return quarantined
 
 
-def _overrides(payload: Any, row: Claimed) -> wire.EndpointSendConfiguration | None:
+def _overrides(payload: SendPayload, row: Claimed) -> wire.EndpointSendConfiguration | None:
     if isinstance(payload, wire.SendUsersMessageRequest):
         return payload.users.get(row.user_id or "")
     if row.endpoint_id is not None:
@@ -287,7 +291,7 @@ def _prepare(
 
 def _prepare_one(
     runtime: Runtime,
-    payload: Any,
+    payload: SendPayload,
     channel: ChannelConfig | None,
     row: Claimed,
     document: dict[str, Any] | None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import wire
+from worker.core.addresses import normalize_phone
 from worker.core.vocabulary import (
     CHANNELS,
     PUSH_TYPES,
@@ -44,7 +45,6 @@ _COMMON_PUSH_MEMBERS = {
 # other quantifier, so a failed match backtracks once over its span and the scan is linear:
 # the former ``\{\{\s*([^{}]+?)\s*\}\}`` took cubic time on ``{{`` and spaces (issue 14).
 _VARIABLE = re.compile(r"\{\{([^{}]+)\}\}")
-_EMAIL = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[^@\s<>\"(),;:\\\[\]]+\.[^@\s<>\"(),;:\\\[\]]+$")
 
 
 class RenderError(ValueError):
@@ -52,22 +52,6 @@ class RenderError(ValueError):
 
 
 # --- addresses ---------------------------------------------------------------------------
-
-
-def check_email_address(address: str) -> str:
-    if "\r" in address or "\n" in address:
-        raise ValueError("must not contain line breaks")
-    if len(address) > 254 or not _EMAIL.fullmatch(address):
-        raise ValueError(f"'{address[:80]}' is not an e-mail address")
-    return address
-
-
-def normalize_phone(address: str) -> str:
-    """E.164 form of a phone number written with spaces, dashes, dots or parentheses."""
-    compact = re.sub(r"[\s\-.()]", "", address)
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    return compact
 
 
 def dedup_key(channel_type: str, address: str) -> tuple[str, str]:

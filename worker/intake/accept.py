@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from worker import wire
+from worker.core.addresses import check_email_address, is_e164, normalize_phone
 from worker.core.config import Settings
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound, TooManyRequests
@@ -26,16 +28,13 @@ from worker.core.models import Delivery, Endpoint, SendRequest
 from worker.core.vocabulary import ADDRESS_PREFIX, SENDABLE_TYPES, ChannelType, DeliveryStatus
 from worker.delivery.render_limits import check_substitutions
 from worker.delivery.rendering import (
-    check_email_address,
     dedup_key,
     has_message,
-    normalize_phone,
 )
 from worker.management.applications import get_application
 from worker.management.channels import ChannelCache
 from worker.management.endpoints import MAX_ENDPOINT_ID, MAX_USER_ID, endpoints_of_users
 from worker.management.senders import check_message_senders
-from worker.providers.phone import is_e164
 
 MAX_USERS = 100
 MAX_RECIPIENTS = 100  # SendMessages: addresses + endpoints per request
@@ -155,7 +154,7 @@ def _row(
     app_id: str,
     recipient: str,
     *,
-    now: Any,
+    now: datetime,
     user_id: str | None = None,
     endpoint_id: str | None = None,
     channel_type: str | None = None,

@@ -65,7 +65,7 @@ KIND_BY_TYPE: dict[str, ChannelKind] = {kind.channel_type: kind for kind in CHAN
 
 
 def _check_email(values: dict[str, Any], settings: Settings) -> None:
-    from worker.delivery.rendering import check_email_address
+    from worker.core.addresses import check_email_address
     from worker.management.senders import check_channel_sender
 
     try:

@@ -22,10 +22,10 @@ from email.policy import default as default_policy
 from email.utils import getaddresses, parseaddr
 
 from worker import wire
+from worker.core.addresses import normalize_phone
 from worker.core.config import Settings
 from worker.core.errors import BadRequest
 from worker.core.vocabulary import ChannelConfig
-from worker.delivery.rendering import normalize_phone
 
 
 def identity_of(identity: str) -> str:

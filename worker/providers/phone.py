@@ -6,9 +6,9 @@ wrong kind, an address that is not an E.164 number, an SMS without a sender.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple, TypeVar
 
+from worker.core.addresses import is_e164
 from worker.core.vocabulary import (
     ChannelConfig,
     DeliveryStatus,
@@ -18,13 +18,7 @@ from worker.core.vocabulary import (
     VoiceContent,
 )
 
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ASCII digits only: \d admits other scripts
-
 Content = TypeVar("Content", SmsContent, VoiceContent)
-
-
-def is_e164(address: str) -> bool:
-    return E164.fullmatch(address) is not None
 
 
 def refused(message: str) -> Outcome:

@@ -41,6 +41,7 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
+from worker.core.addresses import is_e164
 from worker.core.config import ConfigError, Settings
 from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
@@ -50,7 +51,7 @@ from worker.core.vocabulary import (
     Outcome,
     OutgoingMessage,
 )
-from worker.providers.phone import is_e164, refused, sms_route
+from worker.providers.phone import refused, sms_route
 
 DEFAULT_PORT = 2775
 

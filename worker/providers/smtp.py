@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from worker.core.addresses import check_email_address
 from worker.core.config import Settings
 from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
@@ -32,7 +33,6 @@ from worker.core.vocabulary import (
     Outcome,
     OutgoingMessage,
 )
-from worker.delivery.rendering import check_email_address
 
 POOL_SIZE = 8
 _NO_ANSWER = Outcome(DeliveryStatus.TIMEOUT, NO_ANSWER_STATUS, "SMTP server did not answer in time")
