@@ -1,0 +1,1 @@
+"""The HTTP face of Herald over ``worker/``: routes, SigV4, errors, rate limits, dashboard, CLI."""

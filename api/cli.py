@@ -20,10 +20,9 @@ import os
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Any
 
-from worker.config import ConfigError, Settings, get_settings
-from worker.logs import configure_logging
+from worker.core.config import ConfigError, Settings, get_settings
+from worker.core.logs import configure_logging
 
 
 def _settings() -> Settings:
@@ -38,13 +37,13 @@ def _dev_credentials(settings: Settings) -> Path | None:
     credentials file with a ``herald`` profile."""
     if settings.root_access_key_id:
         return None
-    from worker.access_keys import create_key
-    from worker.db import session_scope
+    from worker.core.db import session_scope
+    from worker.management.access_keys import create_key
 
     path = (settings.data_dir / "credentials").resolve()
     if not path.exists():
         with session_scope(settings) as session:
-            key_id, secret = create_key(session, description="embedded default key")
+            key_id, secret = create_key(session, settings, description="embedded default key")
         profile = configparser.ConfigParser()
         profile["herald"] = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -56,10 +55,11 @@ def _dev_credentials(settings: Settings) -> Path | None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from api.app import Herald, create_app
+    from api.app import create_app
     from api.server import uvicorn_options
-    from worker.embedded import EmbeddedWorker
-    from worker.migrate import upgrade
+    from api.state import Herald
+    from worker.core.migrate import upgrade
+    from worker.delivery.embedded import EmbeddedWorker
 
     settings = _settings()
     if not settings.embedded:
@@ -114,7 +114,8 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     _settings()
-    from worker.tasks import QUEUE, app
+    from worker.core.vocabulary import QUEUE
+    from worker.delivery.tasks import app
 
     argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel, "-n", args.hostname]
     if args.concurrency:
@@ -123,22 +124,22 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
-    from worker.migrate import upgrade
+    from worker.core.migrate import upgrade
 
     upgrade(_settings())
     print("database is at the latest schema", file=sys.stderr)
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
-    from worker.access_keys import create_key, list_keys, revoke_key
-    from worker.db import session_scope
-    from worker.errors import PinpointError
+    from worker.core.db import session_scope
+    from worker.core.errors import PinpointError
+    from worker.management.access_keys import create_key, list_keys, revoke_key
 
     settings = _settings()
     try:
         with session_scope(settings) as session:
             if args.keys_command == "create":
-                key_id, secret = create_key(session, args.app or None, args.description)
+                key_id, secret = create_key(session, settings, args.app or None, args.description)
                 print(f"AWS_ACCESS_KEY_ID={key_id}")
                 print(f"AWS_SECRET_ACCESS_KEY={secret}")
                 print("The secret is shown once; store it now.", file=sys.stderr)
@@ -155,12 +156,13 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
 
 def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
-    from worker.crypto import SecretDecryptionError, reencrypt_stored
-    from worker.db import session_scope
+    from worker.core.crypto import SecretDecryptionError, reencrypt_stored
+    from worker.core.db import session_scope
 
     try:
-        with session_scope(_settings()) as session:
-            changed = reencrypt_stored(session)
+        settings = _settings()
+        with session_scope(settings) as session:
+            changed = reencrypt_stored(session, settings)
     except SecretDecryptionError as exc:
         sys.exit(f"herald: {exc}")
     print(f"{changed} stored secrets re-encrypted with the current HERALD_SECRET_KEY",
@@ -168,26 +170,26 @@ def cmd_reencrypt_secrets(_args: argparse.Namespace) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> None:
-    from worker.db import session_scope
-    from worker.models import MessageRequest
-    from worker.sending import messages_results, users_results
+    from worker.core.db import session_scope
+    from worker.core.models import SendRequest
+    from worker.results.answers import messages_response, result_rows, users_response
 
     with session_scope(_settings()) as session:
-        request = session.get(MessageRequest, args.request_id)
+        request = session.get(SendRequest, args.request_id)
         if request is None:
             sys.exit(f"herald: no request {args.request_id}")
-        if request.kind == "users":
-            answer: dict[str, Any] = {"Result": users_results(session, request.id, extended=True)}
-            rows = [(user, endpoint, r) for user, by_endpoint in answer["Result"].items()
-                    for endpoint, r in by_endpoint.items()]
-        else:
-            answer = messages_results(session, request.id, extended=True)
-            rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
-            rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
+        rows_read = result_rows(session, request.id)
+        respond = users_response if request.kind == "users" else messages_response
+        answer = respond(request.app_id, request.id, rows_read, extended=True).to_wire()
+    if request.kind == "users":
+        rows = [(user, endpoint, r) for user, by_endpoint in answer["Result"].items()
+                for endpoint, r in by_endpoint.items()]
+    else:
+        rows = [("", address, r) for address, r in answer.get("Result", {}).items()]
+        rows += [("", endpoint, r) for endpoint, r in answer.get("EndpointResult", {}).items()]
     if args.json:
         # ensure_ascii (the default) escapes every control character, C1 and bidi included.
-        print(json.dumps({"ApplicationId": request.app_id, "RequestId": request.id, **answer},
-                         indent=2))
+        print(json.dumps(answer, indent=2))
         return
     print(f"{'USER':20} {'RECIPIENT':28} {'STATUS':18} {'CODE':>4} {'TRIES':>5} FINAL "
           "MESSAGE")
@@ -211,8 +213,8 @@ def printable(text: str) -> str:
 def cmd_prune(_args: argparse.Namespace) -> None:
     import time
 
-    from worker import retention
-    from worker.db import session_factory
+    from worker.core.db import session_factory
+    from worker.delivery import retention
 
     settings = _settings()
     sessions = session_factory(settings)
@@ -225,8 +227,8 @@ def cmd_prune(_args: argparse.Namespace) -> None:
         waiting = retention.final_left(sessions, retention_s=keep_s)
         if not waiting or again:
             break
-        # Attempts are rolled up to ids seen a settling time ago (worker/retention.py); on a
-        # database no worker has maintained yet, old deliveries wait for that once.
+        # Attempts are rolled up to ids seen a settling time ago (worker/delivery/retention.py);
+        # on a database no worker has maintained yet, old deliveries wait for that once.
         print(f"{waiting} old deliveries wait for their attempts to be rolled up; again in "
               f"{retention.ROLLUP_SETTLE_S:g} s", file=sys.stderr)
         time.sleep(retention.ROLLUP_SETTLE_S)

@@ -43,10 +43,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from worker import reports, retention
-from worker.config import Settings
-from worker.models import DashboardToken
+from api.state import Herald
+from worker.core.config import Settings
+from worker.core.models import DashboardToken
+from worker.delivery import retention
+from worker.results import reports
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "herald_dashboard"
@@ -118,7 +121,7 @@ def verify(settings: Settings, purpose: str, token: str | None, now: float | Non
     return Token(int(expires), nonce)
 
 
-def _record(sessions: Any, purpose: str, token: Token) -> bool:
+def _record(sessions: sessionmaker[Session], purpose: str, token: Token) -> bool:
     """Store a token's nonce; False if it is there already (a link used before)."""
     now = datetime.now(UTC)
     try:
@@ -133,7 +136,7 @@ def _record(sessions: Any, purpose: str, token: Token) -> bool:
     return True
 
 
-def _live_session(sessions: Any, token: Token) -> bool:
+def _live_session(sessions: sessionmaker[Session], token: Token) -> bool:
     with sessions() as session:
         row = session.get(DashboardToken, token.nonce)
         return row is not None and row.purpose == _SESSION
@@ -293,8 +296,9 @@ def _page(request: Request, name: str, status_code: int = 200, **context: Any) -
     )
 
 
-def _sessions(request: Request) -> Any:
-    return request.app.state.herald.sessions
+def _sessions(request: Request) -> sessionmaker[Session]:
+    herald: Herald = request.app.state.herald
+    return herald.sessions
 
 
 def _fmt_time(value: datetime | None) -> str:

@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.errors import (
+from worker.core.errors import (
     BadRequest,
     InternalServerError,
     MethodNotAllowed,
     NotFound,
     PinpointError,
 )
-from worker.outages import DATABASE, database_unreachable
+from worker.core.outages import DATABASE, database_unreachable
 
 log = structlog.get_logger("herald.api")
 

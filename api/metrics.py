@@ -3,11 +3,11 @@
 Two kinds of numbers are served:
 
 - This process's own: requests by operation and status, request duration, sync-wait time
-  (``worker.metrics.SYNC_WAIT``). With ``herald api --workers N`` the processes share them
+  (``worker.results.metrics.SYNC_WAIT``). With ``herald api --workers N`` the processes share them
   through prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, which
   ``herald api`` sets up when N > 1), so any process's scrape shows the sum.
 - The fleet's: deliveries, attempts, retries, provider latency, queue depth, in-flight
-  sends, read from the result table and the broker by ``worker.metrics.FleetCollector``.
+  sends, read from the result table and the broker by ``worker.results.metrics.FleetCollector``.
 
 ``/metrics`` is unsigned unless ``HERALD_METRICS_OPEN=false``; then it takes SigV4 like the
 Pinpoint routes (any valid key). Every request also leaves one structured log event.
@@ -35,7 +35,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.metrics import FleetCollector
+from api.auth import ACCESS_KEY_SCOPE, authenticated
+from worker.results.metrics import FleetCollector
 
 log = structlog.get_logger("herald.api")
 
@@ -72,14 +73,6 @@ def _process_metrics() -> Any:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
-
-
-_ACCESS_KEY = "herald.access_key_id"
-
-
-def name_access_key(scope: Scope, key_id: str) -> None:
-    """Record the verified access key of a request for its log event."""
-    scope[_ACCESS_KEY] = key_id
 
 
 def _client(scope: Scope) -> str | None:
@@ -137,7 +130,7 @@ class RequestMetrics:
                 error_type=headers.get("x-amzn-errortype"),
                 amzn_request_id=headers.get("x-amzn-requestid"),
                 app_id=(scope.get("path_params") or {}).get("app_id"),
-                access_key_id=scope.get(_ACCESS_KEY),
+                access_key_id=scope.get(ACCESS_KEY_SCOPE),
                 client=_client(scope),
                 duration_ms=round(elapsed * 1000, 1),
             )
@@ -159,8 +152,6 @@ def install(app: FastAPI) -> None:
     @app.get("/metrics", name="metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if not settings.metrics_open:
-            from api.app import authenticated  # api.app installs this module
-
             await authenticated(request)
         body = await run_in_threadpool(generate_latest, exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST,

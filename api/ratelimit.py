@@ -19,9 +19,9 @@ from typing import Protocol
 import redis.asyncio as aioredis
 import structlog
 
-from worker.config import Settings
-from worker.errors import TooManyRequests
-from worker.outages import REDIS
+from worker.core.config import Settings
+from worker.core.errors import TooManyRequests
+from worker.core.outages import REDIS
 
 log = structlog.get_logger("herald.ratelimit")
 

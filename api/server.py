@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from worker.config import Settings, get_settings
+from worker.core.config import Settings, get_settings
 
 MAX_HEAD_BYTES = 32 * 1024  # boto3's heads are well under 2 KiB
 

@@ -45,7 +45,7 @@ from tests.fakes.apns import FakeApns  # noqa: E402
 from tests.fakes.fcm import FakeFcm  # noqa: E402
 from tests.fakes.smtp import FakeSmtp  # noqa: E402
 from tests.stack import Stack, pinpoint  # noqa: E402
-from worker.config import Settings  # noqa: E402
+from worker.core.config import Settings  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 

@@ -9,9 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import ChannelConfig, OutgoingMessage, PushNotification
 from worker.providers.apns import ApnsProvider
-from worker.providers.base import ChannelConfig, Delivery, PushNotification
 
 BUNDLE = "com.example.bench"
 KEY_ID, TEAM = "BENCHKEY01", "BENCHTEAM1"
@@ -38,7 +38,7 @@ def raw_client_run(url: str, ca_bundle: str, key: str, count: int, in_flight: in
 
         async def one() -> None:
             async with limit:
-                delivery = Delivery(str(uuid.uuid4()), "APNS", secrets.token_hex(32),
+                delivery = OutgoingMessage(str(uuid.uuid4()), "APNS", secrets.token_hex(32),
                                     notification)
                 outcome = await provider.send(delivery, channel)
                 assert outcome.status == "SUCCESSFUL", outcome

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from worker.config import get_settings
-from worker.models import Base
+from worker.core.config import get_settings
+from worker.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

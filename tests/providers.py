@@ -11,16 +11,16 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from tests.fakes.http import FakeHttpServer
-from worker.config import Settings
-from worker.providers.base import (
+from worker.core.config import Settings
+from worker.core.vocabulary import (
     ChannelConfig,
-    Delivery,
     Outcome,
-    Provider,
+    OutgoingMessage,
     PushNotification,
     SmsContent,
     VoiceContent,
 )
+from worker.providers.base import Provider
 
 Fake = TypeVar("Fake", bound=FakeHttpServer)
 AnyProvider = TypeVar("AnyProvider", bound=Provider)
@@ -64,9 +64,9 @@ def channel_config(
 
 def push_delivery(
     channel_type: str, address: str, notification: PushNotification | None = None
-) -> Delivery:
+) -> OutgoingMessage:
     """A push to ``address``, by default titled "Hello" and saying "World"."""
-    return Delivery(
+    return OutgoingMessage(
         delivery_id=str(uuid.uuid4()),
         channel_type=channel_type,
         address=address,
@@ -74,16 +74,16 @@ def push_delivery(
     )
 
 
-def sms_delivery(to: str, body: str = "hello", **content: Any) -> Delivery:
+def sms_delivery(to: str, body: str = "hello", **content: Any) -> OutgoingMessage:
     """An SMS from :data:`SENDER` unless ``origination_number`` says otherwise."""
     content.setdefault("origination_number", SENDER)
-    return Delivery(str(uuid.uuid4()), "SMS", to, SmsContent(body=body, **content))
+    return OutgoingMessage(str(uuid.uuid4()), "SMS", to, SmsContent(body=body, **content))
 
 
-def voice_delivery(to: str, body: str = "hello", **content: Any) -> Delivery:
+def voice_delivery(to: str, body: str = "hello", **content: Any) -> OutgoingMessage:
     """A call from :data:`SENDER` unless ``origination_number`` says otherwise."""
     content.setdefault("origination_number", SENDER)
-    return Delivery(str(uuid.uuid4()), "VOICE", to, VoiceContent(body=body, **content))
+    return OutgoingMessage(str(uuid.uuid4()), "VOICE", to, VoiceContent(body=body, **content))
 
 
 def drive(provider: AnyProvider, scenario: Callable[[AnyProvider], Awaitable[T]]) -> T:
@@ -101,7 +101,7 @@ def drive(provider: AnyProvider, scenario: Callable[[AnyProvider], Awaitable[T]]
 
 def send_all(
     provider: Provider,
-    deliveries: Iterable[Delivery],
+    deliveries: Iterable[OutgoingMessage],
     channel: ChannelConfig,
     *,
     concurrent: bool = False,
@@ -116,7 +116,7 @@ def send_all(
     return drive(provider, scenario)
 
 
-def send_one(provider: Provider, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+def send_one(provider: Provider, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
     [outcome] = send_all(provider, [delivery], channel)
     return outcome
 

@@ -217,7 +217,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = subprocess.run(
-                [str(VENV_BIN / "celery"), "-A", "worker.tasks", "inspect", "ping", "-t", "1"],
+                [str(VENV_BIN / "celery"), "-A", "worker.delivery.tasks", "inspect", "ping",
+                 "-t", "1"],
                 env=self.env, cwd=ROOT, capture_output=True, text=True,
             )
             if "pong" in result.stdout:

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from api.dashboard import COOKIE, sign
 from tests.fakes.smtp import FakeSmtp
 from tests.stack import ARTIFACTS, SECRET_KEY, Stack
-from worker.config import Settings
+from worker.core.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -208,10 +208,10 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
 
     from sqlalchemy import insert
 
-    from worker import reports
-    from worker.db import session_factory
-    from worker.migrate import upgrade
-    from worker.models import Application, Delivery, MessageRequest
+    from worker.core.db import session_factory
+    from worker.core.migrate import upgrade
+    from worker.core.models import Application, Delivery, SendRequest
+    from worker.results import reports
 
     settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY)
     upgrade(settings)
@@ -220,7 +220,7 @@ def test_timeline_buckets_rows_on_the_embedded_sqlite_database(tmp_path: Path) -
     sessions = session_factory(settings)
     with sessions() as session, session.begin():
         session.add(Application(id="a1", name="embedded", tags={}, created_at=until))
-        session.add(MessageRequest(id="r1", app_id="a1", kind="users", payload={},
+        session.add(SendRequest(id="r1", app_id="a1", kind="users", payload={},
                                    recipients=3, created_at=until))
         session.flush()
         session.execute(insert(Delivery), [
@@ -291,7 +291,7 @@ def test_the_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path) -> No
 
     from api.app import create_app
     from api.dashboard import login_link
-    from worker.migrate import upgrade
+    from worker.core.migrate import upgrade
 
     settings = Settings(data_dir=tmp_path / "data", secret_key=SECRET_KEY,
                         public_url="https://herald.example.com")

@@ -19,21 +19,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
-from worker.applications import create_application
-from worker.channels import ChannelCache, update_channel
-from worker.config import Settings
-from worker.db import make_engine, utcnow
-from worker.delivery import RequestCache, Runtime, deliver_batch, write_outcomes
-from worker.endpoints import upsert_endpoints
-from worker.migrate import upgrade
-from worker.models import Delivery, DeliveryAttempt, Endpoint, RollupState
-from worker.outages import DATABASE
-from worker.providers.base import ChannelConfig, DeliveryStatus, Outcome
-from worker.providers.base import Delivery as Message
-from worker.recovery import Housekeeping, Sweeper, sweep
-from worker.sending import Accepted, accept_users_request
+from worker.core.config import Settings
+from worker.core.db import make_engine, utcnow
+from worker.core.migrate import upgrade
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, RollupState
+from worker.core.outages import DATABASE
+from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
+from worker.delivery.batch import (
+    Attempted,
+    RequestCache,
+    Runtime,
+    deliver_batch,
+    write_outcomes,
+)
+from worker.delivery.recovery import Housekeeping, Sweeper, sweep
+from worker.intake.accept import Accepted, accept_users_request
+from worker.management.applications import create_application
+from worker.management.channels import ChannelCache, update_channel
+from worker.management.endpoints import upsert_endpoints
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
+
+SETTINGS = Settings(secret_key=SECRET_KEY)  # the keys channel credentials are stored with
 
 
 class ScriptedProvider:
@@ -45,7 +52,7 @@ class ScriptedProvider:
         self.script = script or {}
         self.sent: list[str] = []
 
-    async def send(self, delivery: Message, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         self.sent.append(delivery.address)
         outcomes = self.script.get(delivery.address) or [Outcome(DeliveryStatus.SUCCESSFUL, 200)]
         return outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
@@ -86,7 +93,7 @@ def runtime_for(sessions: Any, provider: ScriptedProvider, **settings: Any) -> R
         sessions=sessions,
         providers=lambda _channel_type: provider,  # type: ignore[arg-type,return-value]
         loop=asyncio.new_event_loop(),
-        channels=ChannelCache(),
+        channels=ChannelCache(SETTINGS),
         requests=RequestCache(),
         notify=lambda _request_id: None,
         lease_s=60,
@@ -98,7 +105,7 @@ def accepted_send(sessions: sessionmaker[Session], phones: list[str]) -> Accepte
     leaves it: rows committed, none claimed."""
     with sessions() as session, session.begin():
         app_id = create_application(session, wire.CreateApplicationRequest(name="t")).id
-        update_channel(session, app_id, "sms", {"Enabled": True})
+        update_channel(session, app_id, "sms", {"Enabled": True}, SETTINGS)
         upsert_endpoints(session, app_id, [
             (f"e{i}", wire.EndpointRequest.model_validate({
                 "ChannelType": "SMS", "Address": phone, "User": {"UserId": f"u{i}"}}))
@@ -109,7 +116,7 @@ def accepted_send(sessions: sessionmaker[Session], phones: list[str]) -> Accepte
     with sessions() as session, session.begin():
         return accept_users_request(
             session, app_id, wire.SendUsersMessageRequest.model_validate(payload), payload,
-            ChannelCache())
+            ChannelCache(SETTINGS), SETTINGS)
 
 
 def rows(sessions: sessionmaker[Session], request_id: str) -> dict[str, Any]:
@@ -262,7 +269,8 @@ def test_outcomes_in_hand_are_written_when_the_database_is_back(
             .returning(Delivery.id, Delivery.request_id, Delivery.app_id, Delivery.recipient,
                        Delivery.user_id, Delivery.endpoint_id, Delivery.channel_type,
                        Delivery.address, Delivery.attempts)).all()
-    outcomes = {row.id: (Outcome(DeliveryStatus.SUCCESSFUL, 200), "scripted", time.time(), 5.0)
+    outcomes = {row.id: Attempted(Outcome(DeliveryStatus.SUCCESSFUL, 200), "scripted", time.time(),
+                                5.0)
                 for row in claimed}
     database.away = True
     result: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 from tests.fakes.smtp import FakeSmtp
 from tests.stack import ROOT, VENV_BIN, Stack, free_port, pinpoint
 from tests.test_metrics import Samples, scrape, value, wait_for
-from worker.config import Settings
+from worker.core.config import Settings
 
 DEPLOY = ROOT / "deploy"
 KNOWN = {f"HERALD_{name.upper()}" for name in Settings.model_fields}

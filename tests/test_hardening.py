@@ -29,10 +29,12 @@ from sqlalchemy.engine import Engine
 from tests.fakes.smtp import FakeSmtp
 from tests.stack import ARTIFACTS, ROOT, ROOT_KEY_ID, SECRET_KEY, VENV_BIN, Stack, pinpoint
 from tests.test_security import signed_headers
-from worker import crypto, senders, wire
-from worker.config import ConfigError, Settings, load_settings
-from worker.errors import BadRequest
-from worker.providers.base import ChannelConfig
+from worker import wire
+from worker.core import crypto
+from worker.core.config import ConfigError, Settings, load_settings
+from worker.core.errors import BadRequest
+from worker.core.vocabulary import ChannelConfig
+from worker.management import senders
 
 DEPLOY = ROOT / "deploy"
 

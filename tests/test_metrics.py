@@ -27,9 +27,9 @@ from tests.stack import (
     pinpoint,
 )
 from tests.test_management import _signed
-from worker.config import Settings
-from worker.metrics import FleetCollector
-from worker.migrate import upgrade
+from worker.core.config import Settings
+from worker.core.migrate import upgrade
+from worker.results.metrics import FleetCollector
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,8 +10,8 @@ from alembic import command
 from sqlalchemy import create_engine, inspect
 
 from tests.stack import SECRET_KEY, create_database, drop_database
-from worker.config import Settings
-from worker.migrate import alembic_config, upgrade
+from worker.core.config import Settings
+from worker.core.migrate import alembic_config, upgrade
 
 
 def test_alembic_check_is_clean_on_postgres() -> None:

@@ -16,16 +16,16 @@ from sqlalchemy import insert, select, update
 
 from tests.stack import SECRET_KEY, create_database, drop_database
 from worker import wire
-from worker.applications import create_application
-from worker.channels import ChannelCache, update_channel
-from worker.config import Settings
-from worker.db import utcnow
-from worker.delivery import QUARANTINE_AFTER, RequestCache, Runtime, deliver_batch
-from worker.endpoints import upsert_endpoints
-from worker.migrate import upgrade
-from worker.models import Delivery, DeliveryAttempt, Endpoint, MessageRequest
-from worker.runtime import build_runtime
-from worker.sending import accept_users_request
+from worker.core.config import Settings
+from worker.core.db import utcnow
+from worker.core.migrate import upgrade
+from worker.core.models import Delivery, DeliveryAttempt, Endpoint, SendRequest
+from worker.delivery.batch import QUARANTINE_AFTER, RequestCache, Runtime, deliver_batch
+from worker.delivery.runtime import build_runtime
+from worker.intake.accept import accept_users_request
+from worker.management.applications import create_application
+from worker.management.channels import ChannelCache, update_channel
+from worker.management.endpoints import upsert_endpoints
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _email_send(runtime: Runtime, users: dict[str, dict[str, Any]],
     with runtime.sessions() as session, session.begin():
         app = create_application(session, wire.CreateApplicationRequest(name="delivery"))
         update_channel(session, app.id, "email", {"FromAddress": "ops@herald.test",
-                                                  "Identity": "herald.test"})
+                                                  "Identity": "herald.test"}, runtime.settings)
         upsert_endpoints(session, app.id, [
             (f"ep-{user}", wire.EndpointRequest.model_validate(
                 {"ChannelType": "EMAIL", "Address": f"{user}@herald.test",
@@ -62,7 +62,7 @@ def _email_send(runtime: Runtime, users: dict[str, dict[str, Any]],
     with runtime.sessions() as session, session.begin():
         accepted = accept_users_request(
             session, app_id, wire.SendUsersMessageRequest.model_validate(payload), payload,
-            ChannelCache())
+            ChannelCache(runtime.settings), runtime.settings)
     with runtime.sessions() as session:
         ids = {user: row_id for user, row_id in session.execute(
             select(Delivery.user_id, Delivery.id).where(
@@ -183,7 +183,7 @@ def test_a_batch_holds_a_bounded_amount_of_rendered_text(runtime: Runtime) -> No
 def _stored_request(runtime: Runtime, app_id: str, padding: int) -> str:
     request_id = str(uuid.uuid4())
     with runtime.sessions() as session, session.begin():
-        session.add(MessageRequest(
+        session.add(SendRequest(
             id=request_id, app_id=app_id, kind="users", recipients=1, created_at=utcnow(),
             payload={"MessageConfiguration": {"DefaultMessage": {"Body": "p" * padding}},
                      "Users": {"u": {}}}))

@@ -20,7 +20,14 @@ from tests.providers import (
     send_one,
     serve,
 )
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.adm import (
     ADM_ERRORS,
     AdmProvider,
@@ -29,7 +36,6 @@ from worker.providers.adm import (
     classify_adm_response,
 )
 from worker.providers.android import PayloadError
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 
 REG_ID = "amzn1.adm-registration.v3.Y29tLmV4YW1wbGUuYXBwLzEyMzQ1Njc4OTA"
 
@@ -55,7 +61,9 @@ def adm_channel(
     return channel_config("ADM", settings=settings, credentials=credentials)
 
 
-def delivery(address: str = REG_ID, notification: PushNotification | None = None) -> Delivery:
+def delivery(
+    address: str = REG_ID, notification: PushNotification | None = None
+) -> OutgoingMessage:
     return push_delivery("ADM", address, notification)
 
 

@@ -33,19 +33,19 @@ from tests.providers import (
     send_all,
     send_one,
 )
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.apns import (
     PAYLOAD_LIMIT,
     ApnsProvider,
     build_apns_payload,
     prepare_request,
-)
-from worker.providers.base import (
-    ChannelConfig,
-    Delivery,
-    DeliveryStatus,
-    Outcome,
-    PushNotification,
 )
 
 BUNDLE = "com.example.herald"
@@ -111,7 +111,7 @@ def delivery(
     *,
     channel_type: str = "APNS",
     token: str | None = None,
-) -> Delivery:
+) -> OutgoingMessage:
     return push_delivery(channel_type, token or device_token(), content)
 
 

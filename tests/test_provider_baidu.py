@@ -22,7 +22,14 @@ from tests.providers import (
     send_one,
     serve,
 )
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError
 from worker.providers.baidu import (
     BAIDU_ERRORS,
@@ -33,7 +40,6 @@ from worker.providers.baidu import (
     classify_baidu_response,
     php_urlencode,
 )
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 
 CHANNEL_ID = "3712345678901234567"
 
@@ -53,7 +59,9 @@ def baidu_channel(fake: FakeBaidu, *, secret: str | None = None) -> ChannelConfi
     )
 
 
-def delivery(address: str = CHANNEL_ID, notification: PushNotification | None = None) -> Delivery:
+def delivery(
+    address: str = CHANNEL_ID, notification: PushNotification | None = None
+) -> OutgoingMessage:
     return push_delivery("BAIDU", address, notification)
 
 

@@ -22,9 +22,15 @@ from tests.providers import (
     send_one,
     serve,
 )
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
 from worker.providers.fcm import (
     FCM_ERRORS,
     FcmProvider,
@@ -53,7 +59,7 @@ def gcm_channel(service_account: dict[str, str] | None = None, **credentials: st
     )
 
 
-def delivery(token: str = TOKEN, notification: PushNotification | None = None) -> Delivery:
+def delivery(token: str = TOKEN, notification: PushNotification | None = None) -> OutgoingMessage:
     return push_delivery("GCM", token, notification)
 
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from worker.core.vocabulary import DeliveryStatus, Outcome, PushNotification
 from worker.providers.android import pinpoint_data
-from worker.providers.base import DeliveryStatus, Outcome, PushNotification
 from worker.providers.http import AccessTokenCache, parse_retry_after
 
 # --- the pinpoint.* data map (android.py) ----------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from tests.fakes.http import unused_port
 from tests.fakes.smsc import FakeSmsc, gsm7_decode
 from tests.providers import channel_config, drive, provider_settings, send_all, sms_delivery
-from worker.config import ConfigError, Settings
-from worker.providers.base import Delivery, DeliveryStatus, Outcome
+from worker.core.config import ConfigError, Settings
+from worker.core.vocabulary import DeliveryStatus, Outcome, OutgoingMessage
 from worker.providers.smpp import (
     DATA_CODING_GSM7,
     DATA_CODING_UCS2,
@@ -39,11 +39,13 @@ def settings_for(url: str, **overrides: Any) -> Settings:
     return provider_settings(sms_transport="smpp", smpp_url=url, **overrides)
 
 
-def sms(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
+def sms(body: str = "hello", to: str = TO, **content: Any) -> OutgoingMessage:
     return sms_delivery(to, body, **content)
 
 
-def send(settings: Settings, *deliveries: Delivery, concurrently: bool = False) -> list[Outcome]:
+def send(
+    settings: Settings, *deliveries: OutgoingMessage, concurrently: bool = False
+) -> list[Outcome]:
     return send_all(SmppSmsProvider(settings), deliveries, CHANNEL, concurrent=concurrently)
 
 

@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.http import unused_port
 from tests.fakes.smtp import HANG, FakeSmtp
 from tests.providers import channel_config, provider_settings, send_one
-from worker.providers.base import Delivery, DeliveryStatus, EmailContent
+from worker.core.vocabulary import DeliveryStatus, EmailContent, OutgoingMessage
 from worker.providers.smtp import SmtpProvider
 
 TO = "ada@example.com"
@@ -28,9 +28,9 @@ def smtp() -> Iterator[FakeSmtp]:
     server.stop()
 
 
-def email() -> Delivery:
+def email() -> OutgoingMessage:
     content = EmailContent(subject="Hello", text="World", from_address="hello@example.com")
-    return Delivery(str(uuid.uuid4()), "EMAIL", TO, content)
+    return OutgoingMessage(str(uuid.uuid4()), "EMAIL", TO, content)
 
 
 def test_no_answer_in_time_is_a_timeout(smtp: FakeSmtp) -> None:

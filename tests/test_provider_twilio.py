@@ -22,8 +22,14 @@ from tests.providers import (
     sms_delivery,
     voice_delivery,
 )
-from worker.config import ConfigError, Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, VoiceContent
+from worker.core.config import ConfigError, Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    VoiceContent,
+)
 from worker.providers.twilio import (
     TwilioSmsProvider,
     TwilioVoiceProvider,
@@ -52,21 +58,21 @@ def settings_for(fake: FakeTwilio, **overrides: Any) -> Settings:
     return provider_settings(**(account | overrides))
 
 
-def sms(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
+def sms(body: str = "hello", to: str = TO, **content: Any) -> OutgoingMessage:
     return sms_delivery(to, body, **content)
 
 
-def voice(body: str = "hello", to: str = TO, **content: Any) -> Delivery:
+def voice(body: str = "hello", to: str = TO, **content: Any) -> OutgoingMessage:
     return voice_delivery(to, body, **content)
 
 
 def send_sms(
-    settings: Settings, *deliveries: Delivery, channel: ChannelConfig = SMS_CHANNEL
+    settings: Settings, *deliveries: OutgoingMessage, channel: ChannelConfig = SMS_CHANNEL
 ) -> list[Outcome]:
     return send_all(TwilioSmsProvider(settings), deliveries, channel)
 
 
-def send_voice(settings: Settings, delivery: Delivery) -> Outcome:
+def send_voice(settings: Settings, delivery: OutgoingMessage) -> Outcome:
     return send_one(TwilioVoiceProvider(settings), delivery, VOICE_CHANNEL)
 
 
@@ -265,11 +271,13 @@ def test_a_success_that_is_not_json_is_an_unknown_failure(fake: FakeTwilio) -> N
     assert not outcome.status.retryable
 
 
-def test_retry_after_as_http_date_is_ignored() -> None:
+def test_retry_after_as_http_date_is_read_like_every_adapter_reads_it() -> None:
+    # One Retry-After reading for every adapter (issue 15): an HTTP-date counts, and one
+    # already past means "now".
     outcome = error_outcome(429, '{"code": 20429, "message": "Too Many Requests"}',
                             "Wed, 21 Oct 2015 07:28:00 GMT")  # fmt: skip
     assert outcome.status is DeliveryStatus.THROTTLED
-    assert outcome.retry_after is None
+    assert outcome.retry_after == 0.0
 
 
 # --- voice ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.fakes.smtp import FakeSmtp
 from tests.stack import Stack, pinpoint
 from tests.test_reliability import all_final, final_rows, wait_until
 from tests.test_send_users import register, send
-from worker.render_limits import MAX_SUBSTITUTION_CHARS, MAX_SUBSTITUTION_KEYS
+from worker.delivery.render_limits import MAX_SUBSTITUTION_CHARS, MAX_SUBSTITUTION_KEYS
 
 pytestmark = pytest.mark.slow
 

@@ -11,14 +11,14 @@ import textwrap
 import pytest
 
 from worker import wire
-from worker.providers.base import ChannelConfig, EmailContent
-from worker.render_limits import (
+from worker.core.vocabulary import ChannelConfig, EmailContent
+from worker.delivery.render_limits import (
     MAX_RENDERED_CHARS,
     MAX_VARIABLE_REFERENCES,
     RenderBudget,
     RenderLimitExceeded,
 )
-from worker.rendering import Recipient, render, substitute
+from worker.delivery.rendering import Recipient, render, substitute
 
 VARIABLES = {"a": "A", "b": "B", "a b": "AB", "Name": "Ada"}
 
@@ -54,7 +54,7 @@ def test_html_values_are_escaped_once_per_name() -> None:
 # baseline of the same length measured in the same process, never an absolute time.
 _SCAN_TIMING = textwrap.dedent("""
     import json, timeit
-    from worker.rendering import substitute
+    from worker.delivery.rendering import substitute
     n = 100_000
     def best(text):
         return min(timeit.repeat(lambda: substitute(text, {}), number=3, repeat=5))

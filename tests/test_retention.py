@@ -1,5 +1,5 @@
-"""Result retention (worker/retention.py) against real databases: rows written straight into
-the tables as any worker would, pruned by the plain functions the workers call and by
+"""Result retention (worker/delivery/retention.py) against real databases: rows written
+straight into the tables as any worker would, pruned by the plain functions the workers call and by
 `herald prune`; the fleet counters read before and after by FleetCollector."""
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.stack import SECRET_KEY, Stack, create_database, drop_database
 from tests.test_dashboard import _signed_in
 from tests.test_metrics import Samples, parse_collector
-from worker.config import Settings
-from worker.db import session_factory
-from worker.metrics import FleetCollector
-from worker.migrate import upgrade
-from worker.models import (
+from worker.core.config import Settings
+from worker.core.db import session_factory
+from worker.core.migrate import upgrade
+from worker.core.models import (
     Application,
     Delivery,
     DeliveryAttempt,
     DeliveryTotal,
-    MessageRequest,
+    SendRequest,
 )
-from worker.retention import final_left, maintain, oldest_result, prune, roll_up_attempts
+from worker.delivery.retention import final_left, maintain, oldest_result, prune, roll_up_attempts
+from worker.results.metrics import FleetCollector
 
 DAY = 86400
 RETENTION_S = 30 * DAY
@@ -72,7 +72,7 @@ class Rows:
     def request(self, created_at: datetime) -> str:
         request_id = str(uuid.uuid4())
         with self.engine.begin() as conn:
-            conn.execute(insert(MessageRequest).values(
+            conn.execute(insert(SendRequest).values(
                 id=request_id, app_id="app1", kind="users", payload={}, recipients=1,
                 created_at=created_at))
         return request_id

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from tests.stack import ARTIFACTS, ROOT_KEY_ID, ROOT_SECRET, VENV_BIN, Stack, pinpoint
 
-KEY_CACHE_TTL_S = 5.0  # worker.access_keys.KeyStore's default
+KEY_CACHE_TTL_S = 5.0  # worker.management.access_keys.KeyStore's default
 _SIGNATURE = re.compile(r"Signature=([0-9a-f]{64})")
 
 

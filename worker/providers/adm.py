@@ -18,18 +18,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from worker.config import Settings
-from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
+import httpx
+
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    PushNotification,
+)
+from worker.providers.android import pinpoint_data, raw_json_object, ttl_seconds
+from worker.providers.base import OutcomeRule
 from worker.providers.http import (
-    AccessTokenCache,
-    HttpPushProvider,
-    Rule,
+    OAuthPushProvider,
     excerpt,
     json_or_none,
+    rule_outcome,
     token_answer,
 )
 
@@ -72,35 +79,38 @@ Q = DeliveryStatus.THROTTLED
 
 # ADM ``reason`` values → outcome. Source: https://developer.amazon.com/docs/adm/send-message.html
 # ("Response format": status codes and reasons).
-ADM_ERRORS: dict[str, Rule] = {
-    "InvalidRegistrationId": Rule(
-        P, True, "400: the registration ID is invalid; stop sending to it"
-    ),
-    "Unregistered": Rule(
+ADM_ERRORS: dict[str, OutcomeRule] = {
+    "InvalidRegistrationId": OutcomeRule(
         P,
-        True,
+        "400: the registration ID is invalid; stop sending to it",
+        deactivate=True,
+    ),
+    "Unregistered": OutcomeRule(
+        P,
         "the app instance behind the registration ID can no longer receive messages",
+        deactivate=True,
     ),
-    "InvalidData": Rule(P, False, "400: the data parameter is malformed"),
-    "InvalidConsolidationKey": Rule(P, False, "400: the consolidationKey is invalid"),
-    "InvalidExpiration": Rule(P, False, "400: expiresAfter is out of range"),
-    "InvalidChecksum": Rule(P, False, "400: md5 does not match the data"),
-    "InvalidType": Rule(P, False, "400: the X-Amzn-Type-Version header is not recognised"),
-    "MessageTooLarge": Rule(P, False, "413: the payload exceeds 6 KB"),
-    "AccessTokenExpired": Rule(
-        P, False, "401: the access token was rejected (refreshed once already)"
+    "InvalidData": OutcomeRule(P, "400: the data parameter is malformed"),
+    "InvalidConsolidationKey": OutcomeRule(P, "400: the consolidationKey is invalid"),
+    "InvalidExpiration": OutcomeRule(P, "400: expiresAfter is out of range"),
+    "InvalidChecksum": OutcomeRule(P, "400: md5 does not match the data"),
+    "InvalidType": OutcomeRule(P, "400: the X-Amzn-Type-Version header is not recognised"),
+    "MessageTooLarge": OutcomeRule(P, "413: the payload exceeds 6 KB"),
+    "AccessTokenExpired": OutcomeRule(
+        P,
+        "401: the access token was rejected (refreshed once already)",
     ),
-    "MaxRateExceeded": Rule(Q, False, "429: the sender exceeded its rate; honour Retry-After"),
+    "MaxRateExceeded": OutcomeRule(Q, "429: the sender exceeded its rate; honour Retry-After"),
 }
 # Answers without a known reason, by HTTP status (same page).
-ADM_STATUS: dict[int, Rule] = {
-    400: Rule(P, False, "ADM rejected the message"),
-    401: Rule(P, False, "ADM did not accept the access token"),
-    410: Rule(P, True, "the registration ID is no longer registered"),
-    413: Rule(P, False, "the payload exceeds 6 KB"),
-    429: Rule(Q, False, "the sender exceeded its rate; honour Retry-After"),
-    500: Rule(T, False, "ADM internal server error; retry after Retry-After"),
-    503: Rule(T, False, "ADM temporarily unavailable; retry after Retry-After"),
+ADM_STATUS: dict[int, OutcomeRule] = {
+    400: OutcomeRule(P, "ADM rejected the message"),
+    401: OutcomeRule(P, "ADM did not accept the access token"),
+    410: OutcomeRule(P, "the registration ID is no longer registered", deactivate=True),
+    413: OutcomeRule(P, "the payload exceeds 6 KB"),
+    429: OutcomeRule(Q, "the sender exceeded its rate; honour Retry-After"),
+    500: OutcomeRule(T, "ADM internal server error; retry after Retry-After"),
+    503: OutcomeRule(T, "ADM temporarily unavailable; retry after Retry-After"),
 }
 
 
@@ -124,80 +134,78 @@ def classify_adm_response(
     rule = ADM_ERRORS.get(reason) or ADM_STATUS.get(status_code)
     if rule is None:
         if status_code >= 500:
-            rule = Rule(T, False, f"ADM server error (HTTP {status_code})")
+            rule = OutcomeRule(T, f"ADM server error (HTTP {status_code})")
         else:
-            rule = Rule(P, False, f"ADM refused the message (HTTP {status_code})")
-    return rule.outcome(CHANNEL_TYPE, status_code, text, headers, provider_error=reason)
+            rule = OutcomeRule(P, f"ADM refused the message (HTTP {status_code})")
+    return rule_outcome(rule, CHANNEL_TYPE, status_code, text, headers, provider_error=reason)
 
 
-class AdmProvider(HttpPushProvider):
+@dataclass(frozen=True, slots=True)
+class AdmClient:
+    """The ADM channel's security profile credentials."""
+
+    client_id: str
+    client_secret: str
+
+
+class AdmProvider(OAuthPushProvider[AdmClient]):
     """Sends ADM-channel pushes through Amazon Device Messaging."""
 
     name = "adm"
     channel_type = CHANNEL_TYPE
     service = "ADM"
+    payload_limit = ADM_PAYLOAD_LIMIT
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self._tokens = AccessTokenCache()
-
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        notification = self._notification(delivery)
+    def _credential(self, channel: ChannelConfig) -> AdmClient | Outcome:
         client_id = channel.credentials.get("ClientId") or channel.settings.get("ClientId")
         client_secret = channel.credentials.get("ClientSecret")
         if not client_id or not client_secret:
             return self._refused(400, "the ADM channel needs both ClientId and ClientSecret")
-        try:
-            message = build_adm_message(notification)
-        except PayloadError as exc:
-            return self._refused(400, str(exc))
-        size = adm_payload_size(message)
-        if size > ADM_PAYLOAD_LIMIT:
-            return self._refused(
-                413, f"payload too large: {size} bytes of data, ADM allows {ADM_PAYLOAD_LIMIT}"
-            )
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        return await self._answer(
-            self._deliver(str(client_id), client_secret, delivery.address, body)
+        return AdmClient(str(client_id), client_secret)
+
+    def _build(self, notification: PushNotification, address: str) -> dict[str, Any]:
+        return build_adm_message(notification)
+
+    def _payload_size(self, message: Mapping[str, Any]) -> int:
+        return adm_payload_size(message)
+
+    def _too_large(self, size: int) -> Outcome:
+        return self._refused(
+            413, f"payload too large: {size} bytes of data, ADM allows {ADM_PAYLOAD_LIMIT}"
         )
 
-    async def _deliver(
-        self, client_id: str, client_secret: str, address: str, body: bytes
-    ) -> Outcome:
-        key = hashlib.sha256(f"{client_id}\0{client_secret}".encode()).hexdigest()
-        url = f"{self._settings.adm_url}/messaging/registrations/{quote(address, safe='')}/messages"
-        for attempt in (1, 2):
-            token = await self._tokens.get(key, lambda: self._fetch_token(client_id, client_secret))
-            if isinstance(token, Outcome):
-                return token
-            response = await self._http.get().post(
-                url,
-                content=body,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "X-Amzn-Type-Version": ADM_TYPE_VERSION,
-                    "X-Amzn-Accept-Type": ADM_ACCEPT_TYPE,
-                },
-            )
-            # ADM: on 401 AccessTokenExpired "request a new access token" — once, here.
-            if response.status_code == 401 and attempt == 1:
-                self._tokens.invalidate(key, token)
-                continue
-            return classify_adm_response(
-                response.status_code, response.text, response.headers, address
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _url(self, credential: AdmClient, address: str) -> str:
+        registration = quote(address, safe="")
+        return f"{self._settings.adm_url}/messaging/registrations/{registration}/messages"
 
-    async def _fetch_token(self, client_id: str, client_secret: str) -> tuple[str, float] | Outcome:
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "X-Amzn-Type-Version": ADM_TYPE_VERSION,
+            "X-Amzn-Accept-Type": ADM_ACCEPT_TYPE,
+        }
+
+    def _token_key(self, credential: AdmClient) -> str:
+        return hashlib.sha256(
+            f"{credential.client_id}\0{credential.client_secret}".encode()
+        ).hexdigest()
+
+    # ADM: on 401 AccessTokenExpired "request a new access token" — once (the default).
+
+    def _classify(self, response: httpx.Response, address: str) -> Outcome:
+        return classify_adm_response(
+            response.status_code, response.text, response.headers, address
+        )
+
+    async def _fetch_token(self, credential: AdmClient) -> tuple[str, float] | Outcome:
         response = await self._http.get().post(
             f"{self._settings.adm_url}/auth/o2/token",
             data={
                 "grant_type": "client_credentials",
                 "scope": "messaging:push",
-                "client_id": client_id,
-                "client_secret": client_secret,
+                "client_id": credential.client_id,
+                "client_secret": credential.client_secret,
             },
         )
         return token_answer(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.providers.base import PushNotification
+from worker.core.vocabulary import PushNotification
 
 
 class PayloadError(ValueError):

@@ -31,9 +31,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    PushNotification,
+)
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
-from worker.providers.http import HttpPushProvider, Rule, excerpt, json_or_none
+from worker.providers.base import OutcomeRule
+from worker.providers.http import HttpPushProvider, excerpt, json_or_none, rule_outcome
 
 CHANNEL_TYPE = "BAIDU"
 SINGLE_DEVICE_PATH = "/rest/3.0/push/single_device"
@@ -116,22 +123,24 @@ Q = DeliveryStatus.THROTTLED
 # Baidu Cloud Push error_code → outcome. Source: Baidu Push error code list (push.baidu.com,
 # "错误码"; the same names ship in Baidu's SDKs' PushConstants). Note 30607 is "Channel Token
 # Timeout"; the request-rate rejection is 30699.
-BAIDU_ERRORS: dict[int, Rule] = {
-    30600: Rule(T, False, "Internal Server Error"),
-    30601: Rule(P, False, "Method Not Allowed"),
-    30602: Rule(P, False, "Request Params Not Valid"),
-    30603: Rule(P, False, "Authentication Failed: check the BAIDU channel's ApiKey/SecretKey"),
-    30604: Rule(P, False, "Quota Use Up Payment Required"),
-    30605: Rule(P, False, "Data Required Not Found"),
-    30606: Rule(P, False, "Request Time Expires Timeout: check the server clock"),
-    30607: Rule(P, False, "Channel Token Timeout"),
-    30608: Rule(P, True, "Bind Relation Not Found: the channel_id is not bound to this app"),
-    30609: Rule(P, False, "Bind Number Too Many"),
-    30612: Rule(P, False, "Application Forbidden, Need Whitelist Authorization"),
-    30613: Rule(P, False, "App Need Inited First In Push-console"),
-    30616: Rule(P, False, "Application Do Not Have Unicast Capability"),
-    30618: Rule(P, False, "Application Is Not Approved, Can Not Use The Push Service"),
-    30699: Rule(Q, False, "Requests Are Too Frequent To Be Temporarily Rejected"),
+BAIDU_ERRORS: dict[int, OutcomeRule] = {
+    30600: OutcomeRule(T, "Internal Server Error"),
+    30601: OutcomeRule(P, "Method Not Allowed"),
+    30602: OutcomeRule(P, "Request Params Not Valid"),
+    30603: OutcomeRule(P, "Authentication Failed: check the BAIDU channel's ApiKey/SecretKey"),
+    30604: OutcomeRule(P, "Quota Use Up Payment Required"),
+    30605: OutcomeRule(P, "Data Required Not Found"),
+    30606: OutcomeRule(P, "Request Time Expires Timeout: check the server clock"),
+    30607: OutcomeRule(P, "Channel Token Timeout"),
+    30608: OutcomeRule(
+        P, "Bind Relation Not Found: the channel_id is not bound to this app", deactivate=True
+    ),
+    30609: OutcomeRule(P, "Bind Number Too Many"),
+    30612: OutcomeRule(P, "Application Forbidden, Need Whitelist Authorization"),
+    30613: OutcomeRule(P, "App Need Inited First In Push-console"),
+    30616: OutcomeRule(P, "Application Do Not Have Unicast Capability"),
+    30618: OutcomeRule(P, "Application Is Not Approved, Can Not Use The Push Service"),
+    30699: OutcomeRule(Q, "Requests Are Too Frequent To Be Temporarily Rejected"),
 }
 
 
@@ -162,14 +171,15 @@ def classify_baidu_response(status_code: int, text: str, headers: Mapping[str, s
     rule = BAIDU_ERRORS.get(code)
     if rule is None:
         if status_code == 429:
-            rule = Rule(Q, False, "Baidu throttled the request")
+            rule = OutcomeRule(Q, "Baidu throttled the request")
         elif status_code >= 500 or status_code == 200:
-            rule = Rule(T, False, f"Baidu server error (HTTP {status_code})")
+            rule = OutcomeRule(T, f"Baidu server error (HTTP {status_code})")
         else:
-            rule = Rule(P, False, f"Baidu refused the request (HTTP {status_code})")
+            rule = OutcomeRule(P, f"Baidu refused the request (HTTP {status_code})")
     # An invalid / unknown channel id is reported as a parameter or not-found error that names
     # it; that address will never work again.
-    return rule.outcome(
+    return rule_outcome(
+        rule,
         CHANNEL_TYPE,
         status_code,
         text,
@@ -187,7 +197,7 @@ class BaiduProvider(HttpPushProvider):
     channel_type = CHANNEL_TYPE
     service = "Baidu"
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         notification = self._notification(delivery)
         api_key = channel.credentials.get("ApiKey") or channel.settings.get("ApiKey")
         secret_key = channel.credentials.get("SecretKey")

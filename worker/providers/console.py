@@ -10,7 +10,7 @@ import dataclasses
 
 import structlog
 
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome
+from worker.core.vocabulary import ChannelConfig, DeliveryStatus, Outcome, OutgoingMessage
 
 log = structlog.get_logger("herald.console")
 
@@ -18,7 +18,7 @@ log = structlog.get_logger("herald.console")
 class ConsoleProvider:
     name = "console"
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         log.info(
             "console delivery",
             channel=delivery.channel_type,

@@ -32,22 +32,29 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    ChannelConfig,
+    DeliveryStatus,
+    Outcome,
+    PushNotification,
+)
 from worker.providers.android import PayloadError, pinpoint_data, raw_json_object, ttl_seconds
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, PushNotification
+from worker.providers.base import InvalidCredentials, OutcomeRule
 from worker.providers.http import (
-    AccessTokenCache,
-    HttpPushProvider,
-    Rule,
+    OAuthPushProvider,
     excerpt,
     json_or_none,
+    rule_outcome,
     token_answer,
 )
 
@@ -245,37 +252,33 @@ Q = DeliveryStatus.THROTTLED
 
 # FCM v1 error codes → outcome. Source: https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
 # (each reason paraphrases Google's "description and resolution steps").
-FCM_ERRORS: dict[str, Rule] = {
-    "UNREGISTERED": Rule(
+FCM_ERRORS: dict[str, OutcomeRule] = {
+    "UNREGISTERED": OutcomeRule(
         P,
-        True,
         "404: the app instance was unregistered from FCM; the token is no longer valid",
+        deactivate=True,
     ),
-    "INVALID_ARGUMENT": Rule(
+    "INVALID_ARGUMENT": OutcomeRule(
         P,
-        False,
         "400: request parameters were invalid (token, package name, size, data key, TTL); "
         "the endpoint is deactivated only when the registration token is what was invalid",
     ),
-    "SENDER_ID_MISMATCH": Rule(
+    "SENDER_ID_MISMATCH": OutcomeRule(
         P,
-        True,
         "403: the authenticated sender ID differs from the one the token is registered to",
+        deactivate=True,
     ),
-    "QUOTA_EXCEEDED": Rule(
+    "QUOTA_EXCEEDED": OutcomeRule(
         Q,
-        False,
         "429: sending limit exceeded (message, device or topic rate); retry after Retry-After",
     ),
-    "UNAVAILABLE": Rule(
+    "UNAVAILABLE": OutcomeRule(
         T,
-        False,
         "503: the server is overloaded; retry honouring Retry-After, with backoff",
     ),
-    "INTERNAL": Rule(T, False, "500: an unknown internal error; retry with backoff"),
-    "THIRD_PARTY_AUTH_ERROR": Rule(
+    "INTERNAL": OutcomeRule(T, "500: an unknown internal error; retry with backoff"),
+    "THIRD_PARTY_AUTH_ERROR": OutcomeRule(
         P,
-        False,
         "401: the APNs certificate or web push auth key set in Firebase is invalid or missing",
     ),
 }
@@ -316,7 +319,8 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
     rule = FCM_ERRORS.get(code)
     if rule is not None:
         # Google's message is the errorMessage; the table's reason stands in when it gives none.
-        return rule._replace(reason=message or rule.reason).outcome(
+        return rule_outcome(
+            replace(rule, reason=message or rule.reason),
             CHANNEL_TYPE,
             status_code,
             text,
@@ -326,92 +330,107 @@ def classify_fcm_response(status_code: int, text: str, headers: Mapping[str, str
         )
     # No FCM error code: Google's own statuses, or something in between.
     if status_code == 401:
-        rule = Rule(
+        rule = OutcomeRule(
             P,
-            False,
             "FCM did not accept the access token obtained with the GCM channel's ServiceJson",
         )
     elif status_code == 403:
-        rule = Rule(
+        rule = OutcomeRule(
             P,
-            False,
             "the GCM channel's ServiceJson service account may not send with this project "
             "(missing cloudmessaging permission or FCM API disabled)",
         )
     elif status_code == 429:
-        rule = Rule(Q, False, "FCM throttled the request")
+        rule = OutcomeRule(Q, "FCM throttled the request")
     elif status_code >= 500:
-        rule = Rule(T, False, "FCM server error")
+        rule = OutcomeRule(T, "FCM server error")
     else:
-        rule = Rule(P, False, f"FCM refused the message (HTTP {status_code})")
-    return rule.outcome(
+        rule = OutcomeRule(P, f"FCM refused the message (HTTP {status_code})")
+    return rule_outcome(
+        rule,
         CHANNEL_TYPE, status_code, text, headers, provider_error=code, detail=message
     )
+
+
+# --- channel credentials -------------------------------------------------------------------
+
+
+def check_channel_credentials(values: Mapping[str, Any]) -> None:
+    """Check a channel update's credentials (settings and secrets, wire names) before they
+    are stored; raises InvalidCredentials saying what is wrong."""
+    service_json = values.get("ServiceJson")
+    if not service_json and not values.get("ApiKey"):
+        raise InvalidCredentials("ServiceJson (or the legacy ApiKey) is required")
+    if service_json:
+        try:
+            account = json.loads(service_json)
+        except ValueError:
+            raise InvalidCredentials("ServiceJson is not valid JSON") from None
+        # token_uri is not needed: tokens come from HERALD_FCM_TOKEN_URL, never the tenant's.
+        members = ("project_id", "private_key", "client_email")
+        if not isinstance(account, dict) or not all(
+            isinstance(account.get(k), str) and account[k] for k in members
+        ):
+            raise InvalidCredentials(
+                "ServiceJson must have project_id, private_key and client_email"
+            )
+        try:
+            load_pem_private_key(account["private_key"].encode(), password=None)
+        except (ValueError, TypeError):
+            raise InvalidCredentials("ServiceJson's private_key is not a PEM private key") from None
 
 
 # --- the provider ---------------------------------------------------------------------------
 
 
-class FcmProvider(HttpPushProvider):
+class FcmProvider(OAuthPushProvider[ServiceAccount]):
     """Sends GCM-channel pushes through FCM HTTP v1."""
 
     name = "fcm"
     channel_type = CHANNEL_TYPE
     service = "FCM"
     http2 = True
+    payload_limit = FCM_PAYLOAD_LIMIT
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._tokens = AccessTokenCache()
         self._accounts: dict[str, ServiceAccount | str] = {}
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
-        notification = self._notification(delivery)
-        account = self._service_account(channel)
-        if not isinstance(account, ServiceAccount):
-            return account
-        try:
-            message = build_fcm_message(notification, delivery.address)
-        except PayloadError as exc:
-            return self._refused(400, str(exc))
-        size = fcm_payload_size(message)
-        if size > FCM_PAYLOAD_LIMIT:
-            return self._refused(
-                400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
-            )
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-        return await self._answer(self._deliver(account, body))
+    def _build(self, notification: PushNotification, address: str) -> dict[str, Any]:
+        return build_fcm_message(notification, address)
 
-    async def _deliver(self, account: ServiceAccount, body: bytes) -> Outcome:
-        url = (
-            f"{self._settings.fcm_url}/v1/projects/"
-            f"{quote(account.project_id, safe='')}/messages:send"
+    def _payload_size(self, message: Mapping[str, Any]) -> int:
+        return fcm_payload_size(message)
+
+    def _too_large(self, size: int) -> Outcome:
+        return self._refused(
+            400, f"message too big: {size} bytes of data, FCM allows {FCM_PAYLOAD_LIMIT}"
         )
-        for attempt in (1, 2):
-            token = await self._tokens.get(account.cache_key, lambda: self._fetch_token(account))
-            if isinstance(token, Outcome):
-                return token
-            response = await self._http.get().post(
-                url,
-                content=body,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json; charset=UTF-8",
-                },
-            )
-            # A 401 without an FCM error code is Google rejecting our access token (revoked
-            # or expired early): get a fresh one and try once more within this attempt.
-            if response.status_code == 401 and attempt == 1:
-                code, _, _ = _fcm_error(json_or_none(response.text))
-                if code not in FCM_ERRORS:
-                    self._tokens.invalidate(account.cache_key, token)
-                    continue
-            return classify_fcm_response(response.status_code, response.text, response.headers)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetch_token(self, account: ServiceAccount) -> tuple[str, float] | Outcome:
+    def _url(self, credential: ServiceAccount, address: str) -> str:
+        return (
+            f"{self._settings.fcm_url}/v1/projects/"
+            f"{quote(credential.project_id, safe='')}/messages:send"
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json; charset=UTF-8"}
+
+    def _token_key(self, credential: ServiceAccount) -> str:
+        return credential.cache_key
+
+    def _token_rejected(self, response: httpx.Response) -> bool:
+        # A 401 with an FCM error code is about the message (THIRD_PARTY_AUTH_ERROR), not
+        # our access token.
+        code, _, _ = _fcm_error(json_or_none(response.text))
+        return code not in FCM_ERRORS
+
+    def _classify(self, response: httpx.Response, address: str) -> Outcome:
+        return classify_fcm_response(response.status_code, response.text, response.headers)
+
+    async def _fetch_token(self, credential: ServiceAccount) -> tuple[str, float] | Outcome:
         token_url = self._settings.fcm_token_url
-        assertion = service_account_assertion(account, int(time.time()), token_url)
+        assertion = service_account_assertion(credential, int(time.time()), token_url)
         response = await self._http.get().post(
             token_url, data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
         )
@@ -420,11 +439,11 @@ class FcmProvider(HttpPushProvider):
             channel_type=CHANNEL_TYPE,
             refused=(
                 f"Google's OAuth token endpoint refused the GCM channel's ServiceJson "
-                f"({account.client_email})"
+                f"({credential.client_email})"
             ),
         )
 
-    def _service_account(self, channel: ChannelConfig) -> ServiceAccount | Outcome:
+    def _credential(self, channel: ChannelConfig) -> ServiceAccount | Outcome:
         service_json = channel.credentials.get("ServiceJson")
         if not service_json:
             if channel.credentials.get("ApiKey"):

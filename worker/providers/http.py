@@ -3,9 +3,10 @@
 Every adapter that speaks HTTP (APNs, FCM, ADM, Baidu, Twilio) uses the first half: provider
 TLS trust, ``Retry-After``, the JSON body of an answer. The second half is the FCM, ADM and
 Baidu adapters' common ground: :class:`HttpPushProvider` (one pooled ``httpx.AsyncClient`` per
-event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`AccessTokenCache` for
-OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and :class:`Rule`,
-the row of their outcome tables that makes the outcome of an answer.
+event loop, each send bounded by ``HERALD_PROVIDER_TIMEOUT_S``), :class:`OAuthPushProvider` (FCM
+and ADM's send with a bearer token, refreshed on 401), :class:`AccessTokenCache` for
+OAuth access tokens and :func:`token_answer` for a token endpoint's reply, and
+:func:`rule_outcome`, the outcome of an answer that a row of their outcome tables matched.
 
 None of the clients retries on its own: every retry decision belongs to Herald's policy
 (DESIGN §7).
@@ -21,25 +22,28 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Generic, TypeVar
 
 import certifi
 import httpx
 
-from worker.config import Settings
-from worker.providers.base import (
+from worker.core.config import Settings
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
-    Delivery,
+    ChannelConfig,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     PushNotification,
-    push_failure,
 )
+from worker.providers.android import PayloadError
+from worker.providers.base import OutcomeRule, push_failure
 
 # A provider's answer is kept only as far as an operator needs it to see what went wrong:
 # StatusMessage travels to the tenant, the results extension and the dashboard.
 _EXCERPT = 512
+Credential = TypeVar("Credential")
 
 
 def provider_tls_context(settings: Settings) -> ssl.SSLContext:
@@ -64,25 +68,18 @@ def json_or_none(text: str) -> Any:
         return None
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as delta-seconds, the only form APNs and Twilio send; anything else, an
-    HTTP-date included, is ignored rather than trusted against our clock."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    """``Retry-After`` as seconds from now, the one reading every adapter uses: delta-seconds,
+    or an HTTP-date (RFC 9110 §10.2.3; a date already past means now). Anything else, or a
+    negative or non-finite number, is no answer (None)."""
     if not value:
         return None
-    seconds = retry_after_seconds(value)
+    try:
+        seconds: float | None = float(value.strip())
+    except ValueError:
+        seconds = None
     if seconds is not None:
-        return seconds
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):
@@ -94,39 +91,32 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 # --- the HTTP push adapters (FCM, ADM, Baidu) ----------------------------------------------
 
 
-class Rule(NamedTuple):
-    """A row of a push adapter's outcome table: what one provider answer means."""
-
-    status: DeliveryStatus
-    deactivate: bool
-    reason: str
-
-    def outcome(
-        self,
-        channel_type: str,
-        status_code: int,
-        text: str,
-        headers: Mapping[str, str],
-        *,
-        provider_error: str,
-        detail: str = "",
-        deactivate: bool = False,
-    ) -> Outcome:
-        """The outcome of an answer this row matched: the row's reason (and the provider's
-        ``detail``), the body excerpted, ``Retry-After`` kept unless the failure is permanent
-        (waiting would not change it), the endpoint deactivated if the row or ``deactivate``
-        says so."""
-        permanent = self.status is DeliveryStatus.PERMANENT_FAILURE
-        return push_failure(
-            channel_type=channel_type,
-            status=self.status,
-            status_code=status_code,
-            error_message=f"{self.reason}: {detail}" if detail else self.reason,
-            provider_error=provider_error,
-            provider_response=excerpt(text),
-            retry_after=None if permanent else parse_retry_after(headers.get("retry-after")),
-            deactivate_endpoint=self.deactivate or deactivate,
-        )
+def rule_outcome(
+    rule: OutcomeRule,
+    channel_type: str,
+    status_code: int,
+    text: str,
+    headers: Mapping[str, str],
+    *,
+    provider_error: str,
+    detail: str = "",
+    deactivate: bool = False,
+) -> Outcome:
+    """The outcome of a push answer ``rule`` matched: the rule's reason (and the provider's
+    ``detail``), the body excerpted, ``Retry-After`` kept unless the failure is permanent
+    (waiting would not change it), the endpoint deactivated if the rule or ``deactivate``
+    says so."""
+    permanent = rule.status is DeliveryStatus.PERMANENT_FAILURE
+    return push_failure(
+        channel_type=channel_type,
+        status=rule.status,
+        status_code=status_code,
+        error_message=f"{rule.reason}: {detail}" if detail else rule.reason,
+        provider_error=provider_error,
+        provider_response=excerpt(text),
+        retry_after=None if permanent else parse_retry_after(headers.get("retry-after")),
+        deactivate_endpoint=rule.deactivate or deactivate,
+    )
 
 
 def token_answer(
@@ -153,7 +143,8 @@ def token_answer(
         status = DeliveryStatus.TEMPORARY_FAILURE
     else:
         status = DeliveryStatus.PERMANENT_FAILURE
-    return Rule(status, False, refused).outcome(
+    return rule_outcome(
+        OutcomeRule(status, refused),
         channel_type,
         response.status_code,
         response.text,
@@ -218,7 +209,7 @@ class HttpPushProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _notification(self, delivery: Delivery) -> PushNotification:
+    def _notification(self, delivery: OutgoingMessage) -> PushNotification:
         if not isinstance(delivery.content, PushNotification):
             raise TypeError(f"{self.service} cannot send {type(delivery.content).__name__}")
         return delivery.content
@@ -253,6 +244,89 @@ class HttpPushProvider:
                 status_code=NO_CONNECTION_STATUS,
                 error_message=f"could not reach {self.service}: {type(exc).__name__}: {exc}",
             )
+
+
+class OAuthPushProvider(HttpPushProvider, Generic[Credential]):
+    """The FCM and ADM adapters' one send skeleton: the channel's credential, the payload
+    built and measured, then a POST with an OAuth bearer token — one token per credential,
+    shared by every send (:class:`AccessTokenCache`), fetched again once when the provider
+    answers 401 to it.
+
+    A subclass says how to read its ``Credential`` from the channel, fetch a token with it,
+    build and measure the payload, address the POST, and classify the answer.
+    """
+
+    payload_limit: int
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._tokens = AccessTokenCache()
+
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
+        notification = self._notification(delivery)
+        credential = self._credential(channel)
+        if isinstance(credential, Outcome):
+            return credential
+        try:
+            message = self._build(notification, delivery.address)
+        except PayloadError as exc:
+            return self._refused(400, str(exc))
+        size = self._payload_size(message)
+        if size > self.payload_limit:
+            return self._too_large(size)
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        return await self._answer(self._post(credential, delivery.address, body))
+
+    async def _post(self, credential: Credential, address: str, body: bytes) -> Outcome:
+        key = self._token_key(credential)
+        url = self._url(credential, address)
+        for attempt in (1, 2):
+            token = await self._tokens.get(key, lambda: self._fetch_token(credential))
+            if isinstance(token, Outcome):
+                return token
+            response = await self._http.get().post(
+                url, content=body, headers={"Authorization": f"Bearer {token}", **self._headers()}
+            )
+            # The provider rejected our access token (revoked or expired early): get a fresh
+            # one and try once more within this attempt.
+            if response.status_code == 401 and attempt == 1 and self._token_rejected(response):
+                self._tokens.invalidate(key, token)
+                continue
+            return self._classify(response, address)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- what each provider says -------------------------------------------------------------
+
+    def _credential(self, channel: ChannelConfig) -> Credential | Outcome:
+        raise NotImplementedError
+
+    def _token_key(self, credential: Credential) -> str:
+        raise NotImplementedError
+
+    async def _fetch_token(self, credential: Credential) -> tuple[str, float] | Outcome:
+        raise NotImplementedError
+
+    def _build(self, notification: PushNotification, address: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _payload_size(self, message: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    def _too_large(self, size: int) -> Outcome:
+        raise NotImplementedError
+
+    def _url(self, credential: Credential, address: str) -> str:
+        raise NotImplementedError
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+    def _token_rejected(self, response: httpx.Response) -> bool:
+        """Whether a 401 says our access token was rejected (rather than the message)."""
+        return True
+
+    def _classify(self, response: httpx.Response, address: str) -> Outcome:
+        raise NotImplementedError
 
 
 # --- OAuth access tokens (FCM, ADM) ----------------------------------------------------------

@@ -6,25 +6,19 @@ wrong kind, an address that is not an E.164 number, an SMS without a sender.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple, TypeVar
 
-from worker.providers.base import (
+from worker.core.addresses import is_e164
+from worker.core.vocabulary import (
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     SmsContent,
     VoiceContent,
 )
 
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ASCII digits only: \d admits other scripts
-
 Content = TypeVar("Content", SmsContent, VoiceContent)
-
-
-def is_e164(address: str) -> bool:
-    return E164.fullmatch(address) is not None
 
 
 def refused(message: str) -> Outcome:
@@ -55,7 +49,7 @@ def resolve_sms_sender(
 
 
 def phone_delivery(
-    delivery: Delivery, kind: type[Content], provider: str
+    delivery: OutgoingMessage, kind: type[Content], provider: str
 ) -> tuple[Content, str] | Outcome:
     """The content of ``kind`` and the E.164 number it goes to, or the refusal."""
     content = delivery.content
@@ -74,7 +68,7 @@ class SmsRoute(NamedTuple):
 
 
 def sms_route(
-    delivery: Delivery, channel: ChannelConfig, provider: str, default_sender: str | None
+    delivery: OutgoingMessage, channel: ChannelConfig, provider: str, default_sender: str | None
 ) -> SmsRoute | Outcome:
     """The SMS, its number and its sender (:func:`resolve_sms_sender`), or the refusal."""
     checked = phone_delivery(delivery, SmsContent, provider)

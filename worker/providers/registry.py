@@ -1,30 +1,43 @@
 """Which provider delivers which channel type, chosen by configuration.
 
-One instance of each provider per worker process, created on first use so a process only
-opens the connections it needs.
+One instance of each provider class per worker process, created on first use so a process only
+opens the connections it needs. Channel credentials are checked by the provider that will use
+them (:func:`check_channel_credentials`), when a channel is updated.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 
-from worker.config import Settings
-from worker.providers.base import ChannelConfig, Delivery, DeliveryStatus, Outcome, Provider
+from worker.core.config import Settings
+from worker.core.vocabulary import (
+    APNS_TYPES,
+    ChannelConfig,
+    ChannelType,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+)
+from worker.providers.adm import AdmProvider
+from worker.providers.apns import ApnsProvider
+from worker.providers.baidu import BaiduProvider
+from worker.providers.base import Provider
 from worker.providers.console import ConsoleProvider
+from worker.providers.fcm import FcmProvider
+from worker.providers.smpp import SmppSmsProvider
+from worker.providers.smtp import SmtpProvider
+from worker.providers.twilio import TwilioSmsProvider, TwilioVoiceProvider
 
-# channel type -> (module, class) of the adapter that delivers it
-_PUSH = {
-    "APNS": ("worker.providers.apns", "ApnsProvider"),
-    "APNS_SANDBOX": ("worker.providers.apns", "ApnsProvider"),
-    "APNS_VOIP": ("worker.providers.apns", "ApnsProvider"),
-    "APNS_VOIP_SANDBOX": ("worker.providers.apns", "ApnsProvider"),
-    "GCM": ("worker.providers.fcm", "FcmProvider"),
-    "ADM": ("worker.providers.adm", "AdmProvider"),
-    "BAIDU": ("worker.providers.baidu", "BaiduProvider"),
+ProviderClass = Callable[[Settings], Provider]
+
+# channel type -> the adapter that delivers it, whatever the configuration
+_PUSH: dict[str, ProviderClass] = {
+    **dict.fromkeys(APNS_TYPES, ApnsProvider),
+    ChannelType.GCM: FcmProvider,
+    ChannelType.ADM: AdmProvider,
+    ChannelType.BAIDU: BaiduProvider,
 }
-
 
 class UnconfiguredProvider:
     """A channel whose transport is not configured on this deployment."""
@@ -34,7 +47,7 @@ class UnconfiguredProvider:
     def __init__(self, setting: str) -> None:
         self._setting = setting
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         return Outcome(
             DeliveryStatus.PERMANENT_FAILURE,
             400,
@@ -46,18 +59,17 @@ class UnconfiguredProvider:
         return None
 
 
-def _spec(settings: Settings, channel_type: str) -> tuple[str, str] | str:
-    """A (module, class) to import, or the name of the setting that is missing."""
+def _provider_class(settings: Settings, channel_type: str) -> ProviderClass | str:
+    """The adapter for ``channel_type``, or the name of the setting that is missing."""
     if channel_type in _PUSH:
         return _PUSH[channel_type]
-    if channel_type == "EMAIL":
-        return ("worker.providers.smtp", "SmtpProvider") if settings.smtp_url else "HERALD_SMTP_URL"
-    if channel_type == "SMS" and settings.sms_transport == "smpp":
-        return ("worker.providers.smpp", "SmppSmsProvider")
-    if channel_type in ("SMS", "VOICE"):
+    if channel_type == ChannelType.EMAIL:
+        return SmtpProvider if settings.smtp_url else "HERALD_SMTP_URL"
+    if channel_type == ChannelType.SMS and settings.sms_transport == "smpp":
+        return SmppSmsProvider
+    if channel_type in (ChannelType.SMS, ChannelType.VOICE):
         if settings.twilio_account_sid and settings.twilio_auth_token:
-            cls = "TwilioSmsProvider" if channel_type == "SMS" else "TwilioVoiceProvider"
-            return ("worker.providers.twilio", cls)
+            return TwilioSmsProvider if channel_type == ChannelType.SMS else TwilioVoiceProvider
         return "HERALD_TWILIO_ACCOUNT_SID and HERALD_TWILIO_AUTH_TOKEN"
     return f"channel type {channel_type}"
 
@@ -66,7 +78,7 @@ class ProviderRegistry:
     def __init__(self, settings: Settings, *, console_fallback: bool) -> None:
         self._settings = settings
         self._console_fallback = console_fallback
-        self._by_class: dict[tuple[str, str], Provider] = {}
+        self._by_class: dict[ProviderClass, Provider] = {}
         self._by_type: dict[str, Provider] = {}
         self._lock = threading.Lock()
 
@@ -79,16 +91,13 @@ class ProviderRegistry:
         return provider
 
     def _create(self, channel_type: str) -> Provider:
-        spec = _spec(self._settings, channel_type)
-        if isinstance(spec, str):
-            return ConsoleProvider() if self._console_fallback else UnconfiguredProvider(spec)
-        provider = self._by_class.get(spec)
+        cls = _provider_class(self._settings, channel_type)
+        if isinstance(cls, str):
+            return ConsoleProvider() if self._console_fallback else UnconfiguredProvider(cls)
+        provider = self._by_class.get(cls)
         if provider is None:
-            factory: Callable[[Settings], Provider] = getattr(
-                importlib.import_module(spec[0]), spec[1]
-            )
-            provider = factory(self._settings)
-            self._by_class[spec] = provider
+            provider = cls(self._settings)
+            self._by_class[cls] = provider
         return provider
 
     async def aclose(self) -> None:

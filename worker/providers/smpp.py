@@ -41,16 +41,17 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
-from worker.config import ConfigError, Settings
-from worker.providers.base import (
+from worker.core.addresses import is_e164
+from worker.core.config import ConfigError, Settings
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
 )
-from worker.providers.phone import is_e164, refused, sms_route
+from worker.providers.phone import refused, sms_route
 
 DEFAULT_PORT = 2775
 
@@ -461,7 +462,7 @@ class SmppSmsProvider:
             )
         return self._executor
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         route = sms_route(delivery, channel, self.name, self._default_sender)
         if isinstance(route, Outcome):
             return route

@@ -22,17 +22,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from worker.config import Settings
-from worker.providers.base import (
+from worker.core.addresses import check_email_address
+from worker.core.config import Settings
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     EmailContent,
     Outcome,
+    OutgoingMessage,
 )
-from worker.rendering import check_email_address
 
 POOL_SIZE = 8
 _NO_ANSWER = Outcome(DeliveryStatus.TIMEOUT, NO_ANSWER_STATUS, "SMTP server did not answer in time")
@@ -73,7 +73,7 @@ def _status_for(code: int) -> DeliveryStatus:
     return DeliveryStatus.PERMANENT_FAILURE
 
 
-def message_id_for(delivery: Delivery, from_address: str) -> str:
+def message_id_for(delivery: OutgoingMessage, from_address: str) -> str:
     """Stable per (request, endpoint), so a repeated send carries the same Message-ID."""
     domain = parseaddr(from_address)[1].rpartition("@")[2] or "herald.invalid"
     return f"{delivery.delivery_id}@{domain}"
@@ -176,7 +176,7 @@ class SmtpProvider:
             client.close()
         self._slots.release()
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         content = delivery.content
         assert isinstance(content, EmailContent)
         try:

@@ -20,7 +20,6 @@ import base64
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -28,17 +27,18 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from worker.config import ConfigError, Settings
-from worker.providers.base import (
+from worker.core.config import ConfigError, Settings
+from worker.core.vocabulary import (
     NO_ANSWER_STATUS,
     NO_CONNECTION_STATUS,
     ChannelConfig,
-    Delivery,
     DeliveryStatus,
     Outcome,
+    OutgoingMessage,
     VoiceContent,
 )
-from worker.providers.http import json_or_none, provider_tls_context, retry_after_seconds
+from worker.providers.base import OutcomeRule
+from worker.providers.http import json_or_none, parse_retry_after, provider_tls_context
 from worker.providers.phone import phone_delivery, refused, sms_route
 
 # --- TwiML ---------------------------------------------------------------------------------
@@ -80,48 +80,45 @@ def build_say_twiml(content: VoiceContent) -> str:
 # --- outcome table -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    status: DeliveryStatus
-    reason: str  # Twilio's documented meaning, https://www.twilio.com/docs/errors/<code>
-    code: int | None = None
-    http: range | None = None
-
-
 _PERMANENT = DeliveryStatus.PERMANENT_FAILURE
 
-# First matching row wins: Twilio error codes first, then HTTP status classes.
-TWILIO_OUTCOMES: tuple[_Row, ...] = (
-    _Row(DeliveryStatus.OPT_OUT, "recipient unsubscribed (replied STOP)", code=21610),
-    _Row(DeliveryStatus.THROTTLED, "too many requests", code=20429),
-    _Row(_PERMANENT, "check HERALD_TWILIO_ACCOUNT_SID / HERALD_TWILIO_AUTH_TOKEN", code=20003),
-    _Row(_PERMANENT, "invalid 'To' phone number", code=21211),
-    _Row(_PERMANENT, "'To' is not a valid mobile number", code=21614),
-    _Row(_PERMANENT, "'To' cannot be reached by SMS from this sender", code=21612),
-    _Row(_PERMANENT, "sending to this region is not enabled", code=21408),
-    _Row(_PERMANENT, "'To' is not verified (trial account)", code=21608),
-    _Row(_PERMANENT, "'To' is a landline", code=21635),
-    _Row(_PERMANENT, "invalid 'From' number", code=21212),
-    _Row(_PERMANENT, "'From' is not an SMS-capable number of this account", code=21606),
-    _Row(_PERMANENT, "'From' is not a verified caller ID of this account", code=21210),
-    _Row(_PERMANENT, "calling this region is not enabled (geo permissions)", code=21215),
-    _Row(_PERMANENT, "call blocked by Twilio", code=21216),
-    _Row(_PERMANENT, "phone number does not appear to be valid", code=21217),
-    _Row(_PERMANENT, "Twilio rejected the credentials", http=range(401, 402)),
-    _Row(DeliveryStatus.THROTTLED, "too many requests", http=range(429, 430)),
-    _Row(DeliveryStatus.TEMPORARY_FAILURE, "Twilio server error", http=range(500, 600)),
+# Twilio error codes → outcome; the reason is Twilio's documented meaning,
+# https://www.twilio.com/docs/errors/<code>. A code wins over the HTTP status it came with.
+TWILIO_ERRORS: dict[int, OutcomeRule] = {
+    21610: OutcomeRule(DeliveryStatus.OPT_OUT, "recipient unsubscribed (replied STOP)"),
+    20429: OutcomeRule(DeliveryStatus.THROTTLED, "too many requests"),
+    20003: OutcomeRule(_PERMANENT, "check HERALD_TWILIO_ACCOUNT_SID / HERALD_TWILIO_AUTH_TOKEN"),
+    21211: OutcomeRule(_PERMANENT, "invalid 'To' phone number"),
+    21614: OutcomeRule(_PERMANENT, "'To' is not a valid mobile number"),
+    21612: OutcomeRule(_PERMANENT, "'To' cannot be reached by SMS from this sender"),
+    21408: OutcomeRule(_PERMANENT, "sending to this region is not enabled"),
+    21608: OutcomeRule(_PERMANENT, "'To' is not verified (trial account)"),
+    21635: OutcomeRule(_PERMANENT, "'To' is a landline"),
+    21212: OutcomeRule(_PERMANENT, "invalid 'From' number"),
+    21606: OutcomeRule(_PERMANENT, "'From' is not an SMS-capable number of this account"),
+    21210: OutcomeRule(_PERMANENT, "'From' is not a verified caller ID of this account"),
+    21215: OutcomeRule(_PERMANENT, "calling this region is not enabled (geo permissions)"),
+    21216: OutcomeRule(_PERMANENT, "call blocked by Twilio"),
+    21217: OutcomeRule(_PERMANENT, "phone number does not appear to be valid"),
+}
+# Answers without a known code, by HTTP status class: the first range that holds it.
+TWILIO_STATUS: tuple[tuple[range, OutcomeRule], ...] = (
+    (range(401, 402), OutcomeRule(_PERMANENT, "Twilio rejected the credentials")),
+    (range(429, 430), OutcomeRule(DeliveryStatus.THROTTLED, "too many requests")),
+    (range(500, 600), OutcomeRule(DeliveryStatus.TEMPORARY_FAILURE, "Twilio server error")),
     # Any other 4xx: the request itself is wrong, and sending it again will not help.
-    _Row(_PERMANENT, "Twilio rejected the request", http=range(400, 500)),
+    (range(400, 500), OutcomeRule(_PERMANENT, "Twilio rejected the request")),
 )
+UNEXPECTED = OutcomeRule(DeliveryStatus.UNKNOWN_FAILURE, "unexpected answer from Twilio")
 
 
-def classify(http_status: int, code: int | None) -> _Row:
-    for row in TWILIO_OUTCOMES:
-        if row.code is not None and row.code == code:
-            return row
-        if row.http is not None and http_status in row.http:
-            return row
-    return _Row(DeliveryStatus.UNKNOWN_FAILURE, "unexpected answer from Twilio")
+def classify(http_status: int, code: int | None) -> OutcomeRule:
+    if code is not None and code in TWILIO_ERRORS:
+        return TWILIO_ERRORS[code]
+    for statuses, rule in TWILIO_STATUS:
+        if http_status in statuses:
+            return rule
+    return UNEXPECTED
 
 
 def error_outcome(http_status: int, body: str, retry_after: str | None) -> Outcome:
@@ -145,7 +142,7 @@ def error_outcome(http_status: int, body: str, retry_after: str | None) -> Outco
         status=row.status,
         status_code=http_status,
         status_message=text,
-        retry_after=retry_after_seconds(retry_after)
+        retry_after=parse_retry_after(retry_after)
         if row.status is DeliveryStatus.THROTTLED
         else None,
     )
@@ -302,7 +299,7 @@ class TwilioSmsProvider(_TwilioProvider):
     name = "twilio-sms"
     channel_types = ("SMS",)
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         route = sms_route(delivery, channel, self.name, self._default_sender)
         if isinstance(route, Outcome):
             return route
@@ -322,7 +319,7 @@ class TwilioVoiceProvider(_TwilioProvider):
     name = "twilio-voice"
     channel_types = ("VOICE",)
 
-    async def send(self, delivery: Delivery, channel: ChannelConfig) -> Outcome:
+    async def send(self, delivery: OutgoingMessage, channel: ChannelConfig) -> Outcome:
         checked = phone_delivery(delivery, VoiceContent, self.name)
         if isinstance(checked, Outcome):
             return checked

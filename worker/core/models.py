@@ -1,0 +1,277 @@
+"""The data model (DESIGN.md §5). Postgres in production, SQLite for the embedded default.
+
+The ``deliveries`` table is the result table dashboards read: one row per (request,
+recipient), where a recipient is an endpoint id (user and endpoint sends) or an address
+(address sends). ``delivery_attempts`` keeps every try. Rows older than the retention window
+are pruned (worker/delivery/retention.py); ``delivery_totals``, ``attempt_totals`` and
+``rollup_state`` keep what the fleet-wide counters need of them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: Json, datetime: DateTime(timezone=True)}
+
+
+class Application(Base):
+    __tablename__ = "applications"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    __table_args__ = (Index("ix_endpoints_app_id_user_id", "app_id", "user_id"),)
+
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel_type: Mapped[str | None] = mapped_column(String(24))
+    address: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    opt_out: Mapped[str] = mapped_column(String(16), default="NONE")
+    # The rest of the endpoint document (Attributes, Metrics, User.UserAttributes,
+    # Demographic, Location, EffectiveDate, RequestId), wire names.
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel_type: Mapped[str] = mapped_column(String(24), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Non-secret members, wire names (BundleId, FromAddress, SenderId, ...).
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Secret members as one Fernet token over their JSON; never returned by the API.
+    secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SendRequest(Base):
+    """One accepted SendUsersMessages or SendMessages request (its payload, as received)."""
+
+    __tablename__ = "message_requests"
+    __table_args__ = (
+        Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),
+        # Retention finds requests older than the window, whatever their app.
+        Index("ix_message_requests_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "users" | "messages"
+    # The request body as validated (wire names), so workers render from exactly it.
+    payload: Mapped[dict[str, Any]]
+    trace_id: Mapped[str | None] = mapped_column(String(256))
+    recipients: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    """One recipient of one request: its current (and eventually final) outcome."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("request_id", "recipient"),
+        Index("ix_deliveries_app_id_created_at", "app_id", "created_at"),
+        Index("ix_deliveries_status_created_at", "delivery_status", "created_at"),
+        # The recovery sweep and the API's wait look only at unfinished rows.
+        Index(
+            "ix_deliveries_unfinished",
+            "request_id",
+            "next_attempt_at",
+            postgresql_where=text("NOT final"),
+            sqlite_where=text("NOT final"),
+        ),
+        # The per-app in-flight cap counts an app's unfinished rows at every send.
+        Index(
+            "ix_deliveries_app_id_unfinished",
+            "app_id",
+            postgresql_where=text("NOT final"),
+            sqlite_where=text("NOT final"),
+        ),
+        # Retention deletes final rows oldest first.
+        Index(
+            "ix_deliveries_final_at",
+            "final_at",
+            postgresql_where=text("final"),
+            sqlite_where=text("final"),
+        ),
+        ForeignKeyConstraint(["request_id"], ["message_requests.id"], ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(36))
+    app_id: Mapped[str] = mapped_column(String(32))
+    # The key in the response: endpoint id for user and endpoint sends, the address for
+    # address sends, "user:<id>" for a user with no endpoints.
+    recipient: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    endpoint_id: Mapped[str | None] = mapped_column(String(128))
+    channel_type: Mapped[str | None] = mapped_column(String(24))
+    address: Mapped[str | None] = mapped_column(Text)
+    delivery_status: Mapped[str | None] = mapped_column(String(24))  # None: not yet attempted
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    status_message: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    updated_token: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_attempt_at: Mapped[datetime | None]
+    # A worker holds the row while it sends; an expired lease means the worker died.
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    final_at: Mapped[datetime | None]
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    delivery_status: Mapped[str] = mapped_column(String(24))
+    status_code: Mapped[int] = mapped_column(Integer)
+    status_message: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[float]
+
+
+# attempt_totals' latency bucket columns, one per bound of worker.results.metrics.LATENCY_BUCKETS_S.
+LATENCY_BUCKET_COLUMNS = (
+    "le_0_005", "le_0_01", "le_0_025", "le_0_05", "le_0_1", "le_0_25", "le_0_5",
+    "le_1", "le_2_5", "le_5", "le_10", "le_30",
+)
+
+
+class DeliveryTotal(Base):
+    """Final deliveries that retention has deleted, counted by channel and status."""
+
+    __tablename__ = "delivery_totals"
+
+    channel_type: Mapped[str] = mapped_column(String(24), primary_key=True)  # "" for none
+    delivery_status: Mapped[str] = mapped_column(String(24), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class AttemptTotal(Base):
+    """Attempts rolled up (ids up to ``rollup_state.attempts_rolled_upto``), cumulative."""
+
+    __tablename__ = "attempt_totals"
+
+    channel_type: Mapped[str] = mapped_column(String(24), primary_key=True)  # "" for none
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    delivery_status: Mapped[str] = mapped_column(String(24), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    retries: Mapped[int] = mapped_column(BigInteger)
+    duration_ms: Mapped[float]
+    # Cumulative counts of attempts no longer than each bound (Prometheus' le buckets).
+    le_0_005: Mapped[int] = mapped_column(BigInteger)
+    le_0_01: Mapped[int] = mapped_column(BigInteger)
+    le_0_025: Mapped[int] = mapped_column(BigInteger)
+    le_0_05: Mapped[int] = mapped_column(BigInteger)
+    le_0_1: Mapped[int] = mapped_column(BigInteger)
+    le_0_25: Mapped[int] = mapped_column(BigInteger)
+    le_0_5: Mapped[int] = mapped_column(BigInteger)
+    le_1: Mapped[int] = mapped_column(BigInteger)
+    le_2_5: Mapped[int] = mapped_column(BigInteger)
+    le_5: Mapped[int] = mapped_column(BigInteger)
+    le_10: Mapped[int] = mapped_column(BigInteger)
+    le_30: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupState(Base):
+    """One row: how far ``delivery_attempts`` has been rolled up into ``attempt_totals``.
+
+    A roll-up takes ids up to the highest id an earlier pass saw (``attempts_seen_upto``, at
+    ``attempts_seen_at``), never the highest id now: ids are handed out before commit, so a
+    row with a lower id may still be invisible when a higher one is seen.
+    """
+
+    __tablename__ = "rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    attempts_rolled_upto: Mapped[int] = mapped_column(BigInteger)
+    attempts_seen_upto: Mapped[int] = mapped_column(BigInteger)
+    attempts_seen_at: Mapped[datetime | None]
+
+
+class AccessKey(Base):
+    __tablename__ = "access_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Fernet token of the secret: SigV4 needs the secret itself, so it cannot be a hash.
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    # Application ids this key may use; None means every application.
+    app_ids: Mapped[list[str] | None] = mapped_column(Json)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class DashboardToken(Base):
+    """A dashboard login link that has been used, or a signed-in dashboard session.
+
+    Both are HMAC-signed tokens any API process can verify; this table adds what a signature
+    cannot say: a link works once, and a session ends when its owner signs out. Rows are
+    deleted once expired.
+    """
+
+    __tablename__ = "dashboard_tokens"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # "login" (used) or "session"
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,136 @@
+"""The Pinpoint response shapes Herald answers with, next to the request shapes.
+
+Built by ``worker.management`` and ``worker.results`` from rows; the API serialises them with
+``to_wire()`` (PascalCase, ``None`` members left out). Members are in the order Herald has always
+written them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from worker.wire.requests import WireModel
+
+# --- applications ------------------------------------------------------------------------
+
+
+class ApplicationResponse(WireModel):
+    arn: str
+    id: str
+    name: str
+    tags: dict[str, str]
+    creation_date: str
+
+
+class ApplicationsResponse(WireModel):
+    item: list[ApplicationResponse]
+    next_token: str | None = None
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+class EndpointResponse(WireModel):
+    """An endpoint as stored: the document members are the client's, as it sent them."""
+
+    address: str | None = None
+    application_id: str
+    attributes: dict[str, Any]
+    channel_type: str
+    cohort_id: str
+    creation_date: str
+    demographic: dict[str, Any]
+    effective_date: Any
+    endpoint_status: str
+    id: str
+    location: dict[str, Any]
+    metrics: dict[str, Any]
+    opt_out: str | None = None
+    request_id: str | None = None
+    user: dict[str, Any]
+
+
+class EndpointsResponse(WireModel):
+    item: list[EndpointResponse]
+
+
+class MessageBody(WireModel):
+    """The answer to an accepted endpoint update."""
+
+    message: str
+    request_id: str = Field(alias="RequestID")  # sic: Pinpoint's MessageBody spells it so
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+class ChannelResponse(WireModel):
+    """Any channel's response: the members common to all, then those of its type."""
+
+    application_id: str
+    creation_date: str
+    enabled: bool
+    has_credential: bool
+    id: str
+    is_archived: bool
+    last_modified_by: str
+    last_modified_date: str
+    platform: str
+    version: int
+    # APNs and GCM
+    has_token_key: bool | None = None
+    has_fcm_service_credentials: bool | None = None
+    default_authentication_method: str | None = None
+    # Baidu
+    credential: str | None = None
+    # e-mail
+    from_address: str | None = None
+    identity: str | None = None
+    configuration_set: str | None = None
+    role_arn: str | None = None
+    orchestration_sending_role_arn: str | None = None
+    messages_per_second: int | None = None
+    # SMS
+    sender_id: str | None = None
+    short_code: str | None = None
+    promotional_messages_per_second: int | None = None
+    transactional_messages_per_second: int | None = None
+
+
+class ChannelsResponse(WireModel):
+    channels: dict[str, ChannelResponse]
+
+
+# --- send results ------------------------------------------------------------------------
+
+
+class MessageResult(WireModel):
+    """One recipient's result. ``attempts`` and ``final`` are Herald's results extension
+    (DESIGN.md §3), present only when a send is read back."""
+
+    delivery_status: str
+    status_code: int
+    message_id: str | None = None
+    status_message: str | None = None
+    updated_token: str | None = None
+    attempts: int | None = None
+    final: bool | None = None
+
+
+class EndpointMessageResult(MessageResult):
+    address: str
+
+
+class SendUsersMessageResponse(WireModel):
+    application_id: str
+    request_id: str
+    result: dict[str, dict[str, EndpointMessageResult]]
+
+
+class MessageResponse(WireModel):
+    application_id: str
+    request_id: str
+    result: dict[str, MessageResult] | None = None
+    endpoint_result: dict[str, EndpointMessageResult] | None = None
