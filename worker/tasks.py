@@ -25,6 +25,7 @@ from celery.exceptions import CPendingDeprecationWarning
 from worker.config import get_settings
 from worker.db import session_factory
 from worker.delivery import Runtime, deliver_batch
+from worker.logs import configure_logging
 from worker.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
 from worker.recovery import Housekeeping
 from worker.runtime import build_runtime
@@ -166,6 +167,13 @@ class BrokerWatch(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 logging.getLogger("celery.worker.consumer.consumer").addFilter(_BrokerLost())
+
+
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]
+def _log_through_herald(loglevel: int | None = None, **_: Any) -> None:
+    """Connected, Celery configures no logging of its own (no handlers, no stdout redirect):
+    its lines go through worker.logs with Herald's."""
+    configure_logging(logging.getLevelName(loglevel) if loglevel else get_settings().log_level)
 # Celery 5 warns on every reconnect that Celery 6 will cancel running tasks on a connection
 # loss; Herald sets that choice explicitly (above), so the warning says nothing.
 warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
