@@ -203,7 +203,7 @@ class Stack:
         log = self._log("worker")
         process = subprocess.Popen(
             [str(VENV_BIN / "herald"), "worker", "--concurrency", str(concurrency),
-             "--loglevel", "WARNING",
+             "--loglevel", self.env["HERALD_LOG_LEVEL"],
              "--hostname", f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}@%h"],
             env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=log,
             start_new_session=True,
