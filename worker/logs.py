@@ -52,6 +52,10 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(threshold)
+    # Records of loggers that do not propagate and have no handler (billiard's
+    # "multiprocessing": "Process 'ForkPoolWorker-1' exited with signal 15") end here, not in
+    # logging's bare-text last resort.
+    logging.lastResort = handler
     for name, floor in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(threshold, floor))
     logging.captureWarnings(True)  # warnings.warn (Celery's, for one) as records, not text
