@@ -31,12 +31,14 @@ lint: install
 	$(BIN)/mypy
 
 # Three test processes on two cores: most of a test's time is spent waiting on the live
-# processes it drives. Slow fault-injection tests start first (tests/conftest.py).
+# processes it drives. Slow fault-injection tests start first (tests/conftest.py). Coverage
+# includes the herald processes the tests start ([tool.coverage.run] in pyproject.toml); the
+# table lists the files not fully covered.
 test: install services browser lint
-	$(BIN)/pytest -n 3 --dist worksteal
+	$(BIN)/pytest -n 3 --dist worksteal --cov --cov-report=term:skip-covered
 
 bench: install services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .herald test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .herald test-artifacts .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -21,6 +21,8 @@ import sys
 import unicodedata
 from pathlib import Path
 
+import structlog
+
 from worker.core.config import ConfigError, Settings, get_settings
 from worker.core.logs import configure_logging
 
@@ -54,6 +56,7 @@ def _dev_credentials(settings: Settings) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
+    from sqlalchemy import make_url
 
     from api.app import create_app
     from api.server import uvicorn_options
@@ -81,12 +84,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
         enqueue=lambda request_id, ids: holder["worker"].enqueue(request_id, ids),
         lifespan_hooks=(start, stop),
     )
-    print(f"Herald (embedded: {settings.sqlalchemy_url}) on http://{args.host}:{args.port}",
-          file=sys.stderr)
+    # Events like every other line of the process (one JSON stream; readable on a terminal).
+    log = structlog.get_logger("herald.serve")
+    log.info("herald embedded", url=f"http://{args.host}:{args.port}",
+             database=make_url(settings.sqlalchemy_url).render_as_string(hide_password=True))
     if credentials:
-        print(f"Access key: AWS_SHARED_CREDENTIALS_FILE={credentials} AWS_PROFILE=herald",
-              file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(settings))
+        log.info("access key", AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="herald")
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None,
+                **uvicorn_options(settings))
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -104,7 +109,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics
     try:
         uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                    proxy_headers=True, **uvicorn_options(settings))
+                    proxy_headers=True, log_config=None, **uvicorn_options(settings))
     finally:
         if shared_metrics:
             import shutil
@@ -113,11 +118,15 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    _settings()
+    settings = _settings()
     from worker.core.vocabulary import QUEUE
     from worker.delivery.tasks import app
 
-    argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel, "-n", args.hostname]
+    # Logs go through worker.core.logs (worker.delivery.tasks connects Celery's setup_logging);
+    # the banner is text on stdout, so it is shown on a terminal only.
+    quiet = [] if sys.stdout.isatty() else ["--quiet"]
+    argv = [*quiet, "worker", "-Q", QUEUE, "--loglevel", args.loglevel or settings.log_level,
+            "-n", args.hostname]
     if args.concurrency:
         argv += ["-c", str(args.concurrency)]
     app.worker_main(argv)
@@ -271,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
 
     worker = commands.add_parser("worker", help="a production worker process (Celery)")
     worker.add_argument("--concurrency", type=int, default=0)
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--loglevel", help="this worker's log level (default HERALD_LOG_LEVEL)")
     worker.add_argument("--hostname", default="herald@%h")
     worker.set_defaults(func=cmd_worker)
 

@@ -61,22 +61,35 @@ class PrivateRedis:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False  # once started, a restart must come back on the same port
 
     def start(self) -> PrivateRedis:
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                return self
-            except redis.ConnectionError:
+        for _ in range(5):
+            self.process = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while self.process.poll() is None:
+                try:
+                    # Ours, not another run's server that took the port between free_port()
+                    # and this start (two `make test` runs on one machine).
+                    info = redis.Redis(port=self.port).info("server")
+                    if info["process_id"] == self.process.pid:
+                        self.started = True
+                        return self
+                except redis.ConnectionError:
+                    pass
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(f"redis-server on port {self.port} did not start")
                 time.sleep(0.05)
+            if self.started:
+                raise RuntimeError(f"port {self.port} was taken while redis-server was down")
+            # The port was taken after all: another one.
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError("redis-server could not bind a port")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -177,33 +190,37 @@ class Stack:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def start_api(self) -> str:
-        port = free_port()
-        log = self._log("api")
-        process = subprocess.Popen(
-            [str(VENV_BIN / "herald"), "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=self.env, cwd=ROOT, stdout=log, stderr=log,
-        )
-        os.close(log)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"herald api did not start; see {ARTIFACTS}")
-            time.sleep(0.1)
-        self.apis.append((process, url))
-        return url
+        for _ in range(3):
+            port = free_port()
+            log = self._log("api")
+            process = subprocess.Popen(
+                [str(VENV_BIN / "herald"), "api", "--host", "127.0.0.1", "--port", str(port)],
+                env=self.env, cwd=ROOT, stdout=log, stderr=log,
+            )
+            os.close(log)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while process.poll() is None:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        self.apis.append((process, url))
+                        return url
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError(f"herald api did not start; see {ARTIFACTS}")
+                time.sleep(0.1)
+            # Exited: most likely the port was taken after free_port() (another test run on
+            # the machine); another port.
+        raise RuntimeError(f"herald api did not start; see {ARTIFACTS}")
 
     def start_worker(self, concurrency: int = 2, extra_env: Mapping[str, str] | None = None
                      ) -> subprocess.Popen[bytes]:
         log = self._log("worker")
         process = subprocess.Popen(
             [str(VENV_BIN / "herald"), "worker", "--concurrency", str(concurrency),
-             "--loglevel", "WARNING",
+             "--loglevel", self.env["HERALD_LOG_LEVEL"],
              "--hostname", f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}@%h"],
             env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=log,
             start_new_session=True,

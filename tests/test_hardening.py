@@ -319,15 +319,15 @@ def test_a_client_dropping_its_upload_is_logged_quietly_not_as_a_500(impatient: 
 def test_the_request_log_names_the_access_key_and_the_client(impatient: Stack) -> None:
     url = impatient.apis[0][1]
     pinpoint(url).get_apps()
-    deadline = time.monotonic() + 10
-    while True:  # the line is written as the response goes out, not before the client has it
-        events = [e for e in _log_events(impatient)
-                  if e.get("event") == "request" and e.get("operation") == "get_apps"]
-        if events or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert events and events[-1]["access_key_id"] == ROOT_KEY_ID
-    assert events[-1]["client"] == "127.0.0.1"
+
+    def events() -> list[dict[str, Any]]:
+        return [e for e in _log_events(impatient)
+                if e.get("event") == "request" and e.get("operation") == "get_apps"]
+
+    # The event is written once the answer has been sent: the client can read it first.
+    assert _wait_for(lambda: bool(events()), timeout=10)
+    assert events()[-1]["access_key_id"] == ROOT_KEY_ID
+    assert events()[-1]["client"] == "127.0.0.1"
 
 
 def test_herald_results_escapes_terminal_control_sequences(

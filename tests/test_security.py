@@ -8,13 +8,16 @@ with botocore's own SigV4Auth and sent raw with httpx.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +31,18 @@ from botocore.exceptions import ClientError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.stack import ARTIFACTS, ROOT_KEY_ID, ROOT_SECRET, VENV_BIN, Stack, pinpoint
+from tests.conftest import BUNDLE_ID, Fakes, provider_env
+from tests.fakes.apns import make_token_key
+from tests.fakes.smtp import FakeSmtp
+from tests.stack import (
+    ARTIFACTS,
+    ROOT_KEY_ID,
+    ROOT_SECRET,
+    SECRET_KEY,
+    VENV_BIN,
+    Stack,
+    pinpoint,
+)
 
 KEY_CACHE_TTL_S = 5.0  # worker.management.access_keys.KeyStore's default
 _SIGNATURE = re.compile(r"Signature=([0-9a-f]{64})")
@@ -344,3 +358,122 @@ def test_aws_cli_works_with_a_valid_key_and_is_refused_with_a_wrong_one(
     other = _aws(api_url, key_id, secret, tmp_path, "get-app", "--application-id",
                  uuid.uuid4().hex)
     assert other.returncode != 0 and "ForbiddenException" in other.stderr, other.stderr
+
+
+# --- logs at INFO: every event an operator needs, no secret, token or body ------------------
+
+
+@pytest.fixture(scope="module")
+def chatty(smtp: FakeSmtp, fakes: Fakes) -> Iterator[Stack]:
+    """A stack of its own at INFO, production's default level: the ``request`` and
+    ``delivery attempt`` events reach its logs (the shared stack logs at WARNING)."""
+    stack = Stack("chatty", env={**provider_env(smtp, fakes), "HERALD_LOG_LEVEL": "INFO"})
+    try:
+        stack.start_worker()
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _events(stack: Stack) -> list[dict[str, Any]]:
+    events = []
+    for log in ARTIFACTS.glob(f"{stack.name}-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events
+
+
+def test_logs_at_info_carry_the_events_and_no_secret(chatty: Stack, fakes: Fakes,
+                                                     smtp: FakeSmtp) -> None:
+    url = chatty.apis[0][1]
+    client = pinpoint(url)
+    app_id = client.create_app(CreateApplicationRequest={"Name": "chatty"})[
+        "ApplicationResponse"]["Id"]
+    token_key = make_token_key()
+    for fake in (fakes.apns, fakes.apns_sandbox):
+        fake.register_token_key("KEYCHATTY1", "TEAMCHATTY", token_key)
+    client.update_apns_channel(ApplicationId=app_id, APNSChannelRequest={
+        "TokenKey": token_key, "TokenKeyId": "KEYCHATTY1", "TeamId": "TEAMCHATTY",
+        "BundleId": BUNDLE_ID, "DefaultAuthenticationMethod": "TOKEN", "Enabled": True})
+    account = fakes.fcm.add_service_account(project_id="herald-chatty")
+    client.update_gcm_channel(ApplicationId=app_id, GCMChannelRequest={
+        "ServiceJson": json.dumps(account), "DefaultAuthenticationMethod": "TOKEN",
+        "Enabled": True})
+    client.update_adm_channel(ApplicationId=app_id, ADMChannelRequest={
+        "ClientId": fakes.adm.client_id, "ClientSecret": fakes.adm.client_secret})
+    client.update_baidu_channel(ApplicationId=app_id, BaiduChannelRequest={
+        "ApiKey": fakes.baidu.api_key, "SecretKey": fakes.baidu.secret_key})
+    client.update_email_channel(ApplicationId=app_id, EmailChannelRequest={
+        "FromAddress": "news@herald.test", "Identity": "herald.test", "Enabled": True})
+    client.update_sms_channel(ApplicationId=app_id, SMSChannelRequest={"Enabled": True})
+    tokens = {
+        "APNS": secrets.token_hex(32),
+        "GCM": "fcm-" + secrets.token_hex(16),
+        "ADM": "amzn1.adm-registration.v3." + secrets.token_hex(16),
+        "BAIDU": str(secrets.randbelow(10**18) + 10**17),
+    }
+    endpoints = {
+        **{f"e-{channel.lower()}": {"ChannelType": channel, "Address": token}
+           for channel, token in tokens.items()},
+        "e-email": {"ChannelType": "EMAIL", "Address": "chatty.reader@herald.test"},
+        "e-sms": {"ChannelType": "SMS", "Address": "+15555550142"},
+    }
+    client.update_endpoints_batch(ApplicationId=app_id, EndpointBatchRequest={"Item": [
+        {"Id": endpoint_id, "User": {"UserId": "reader"}, **body}
+        for endpoint_id, body in endpoints.items()]})
+    body, title = f"body-{uuid.uuid4().hex}", f"title-{uuid.uuid4().hex}"
+    response = client.send_users_messages(ApplicationId=app_id, SendUsersMessageRequest={
+        "MessageConfiguration": {
+            "DefaultPushNotificationMessage": {"Title": title, "Body": body},
+            "DefaultMessage": {"Body": body},
+            "EmailMessage": {"SimpleEmail": {"Subject": {"Data": title},
+                                             "TextPart": {"Data": body}}},
+        },
+        "Users": {"reader": {}}})["SendUsersMessageResponse"]
+    # Every endpoint was attempted (on a loaded machine an attempt may end in a timeout: the
+    # event is logged all the same, and bodies and tokens were in play either way).
+    assert set(response["Result"]["reader"]) == set(endpoints)
+
+    # The events are there (so this test can fail): the worker logs one per attempt, the API
+    # one per request, each carrying ids, never contents.
+    def attempts() -> dict[str, dict[str, Any]]:
+        return {e["endpoint_id"]: e for e in _events(chatty)
+                if e.get("event") == "delivery attempt"
+                and e.get("request_id") == response["RequestId"]}
+
+    deadline = time.monotonic() + 15
+    while set(attempts()) != set(endpoints) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(attempts()) == set(endpoints)
+    assert {e["channel"] for e in attempts().values()} == {*tokens, "EMAIL", "SMS"}
+    paths = {e["path"].removeprefix(f"/v1/apps/{app_id}") for e in _events(chatty)
+             if e.get("event") == "request" and e.get("status") in (200, 202)}
+    assert {"/channels/apns", "/channels/gcm", "/channels/adm", "/channels/baidu",
+            "/endpoints", "/users-messages"} <= paths
+
+    never = {
+        "root secret": ROOT_SECRET,
+        "HERALD_SECRET_KEY": SECRET_KEY,
+        "APNs token key": _key_material(token_key),
+        "FCM service account key": _key_material(account["private_key"]),
+        "ADM client secret": fakes.adm.client_secret,
+        "Baidu secret key": fakes.baidu.secret_key,
+        "Twilio auth token": fakes.twilio.auth_token,
+        "SMTP password": "s3cret",
+        "message body": body,
+        "message title": title,
+        **{f"{channel} token": token for channel, token in tokens.items()},
+    }
+    logs = list(ARTIFACTS.glob(f"{chatty.name}-*.log"))
+    assert {log.name.split("-")[-2] for log in logs} >= {"api", "worker"}
+    for log in logs:
+        content = log.read_text(errors="replace")
+        for what, value in never.items():
+            assert value not in content, f"{what} in {log.name}"
+
+
+def _key_material(pem: str) -> str:
+    """A line of a PEM key's base64: what a leak of the key would contain."""
+    return pem.strip().splitlines()[2]

@@ -24,6 +24,7 @@ from celery.exceptions import CPendingDeprecationWarning
 
 from worker.core.config import get_settings
 from worker.core.db import session_factory
+from worker.core.logs import configure_logging
 from worker.core.outages import BROKER
 from worker.core.vocabulary import QUEUE
 from worker.delivery.batch import Runtime
@@ -146,6 +147,13 @@ class BrokerWatch(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 logging.getLogger("celery.worker.consumer.consumer").addFilter(_BrokerLost())
+
+
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]
+def _log_through_herald(loglevel: int | None = None, **_: Any) -> None:
+    """Connected, Celery configures no logging of its own (no handlers, no stdout redirect):
+    its lines go through worker.logs with Herald's."""
+    configure_logging(logging.getLevelName(loglevel) if loglevel else get_settings().log_level)
 # Celery 5 warns on every reconnect that Celery 6 will cancel running tasks on a connection
 # loss; Herald sets that choice explicitly (above), so the warning says nothing.
 warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
