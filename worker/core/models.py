@@ -275,3 +275,39 @@ class DashboardToken(Base):
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(16))  # "login" (used) or "session"
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AppEvent(Base):
+    """An event accepted by PutEvents, kept as an outbox for the app's event stream.
+
+    Rows are appended in arrival order (``id``); the stream forwards the unforwarded ones of
+    an app in ``id`` order and stamps ``forwarded_at`` in the transaction that records the
+    sink's acceptance, so each event goes out at least once and in order.
+    """
+
+    __tablename__ = "app_events"
+    __table_args__ = (
+        # What the event stream reads next: an app's unforwarded events, oldest first.
+        Index(
+            "ix_app_events_unforwarded",
+            "app_id",
+            "id",
+            postgresql_where=text("forwarded_at IS NULL"),
+            sqlite_where=text("forwarded_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(Text)  # the client's key in Events
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_timestamp: Mapped[datetime]  # the client's Timestamp
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    session: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The event as the client sent it (wire names), for the record's other members.
+    event: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]  # arrival, Pinpoint's arrival_timestamp
+    forwarded_at: Mapped[datetime | None]
+

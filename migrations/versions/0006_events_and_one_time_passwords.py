@@ -1,0 +1,50 @@
+"""PutEvents' event outbox
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-12-01 23:40:00.000000
+"""
+
+from alembic import op
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+revision = '0006'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql')
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+
+
+def upgrade() -> None:
+    op.create_table(
+        'app_events',
+        sa.Column('id', BIG_ID, autoincrement=True, nullable=False),
+        sa.Column('app_id', sa.String(length=32), nullable=False),
+        sa.Column('endpoint_id', sa.String(length=128), nullable=False),
+        sa.Column('event_id', sa.Text(), nullable=False),
+        sa.Column('event_type', sa.String(length=64), nullable=False),
+        sa.Column('event_timestamp', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('attributes', JSON, nullable=False),
+        sa.Column('metrics', JSON, nullable=False),
+        sa.Column('session', JSON, nullable=True),
+        sa.Column('event', JSON, nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('forwarded_at', sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(['app_id'], ['applications.id'],
+                                name=op.f('fk_app_events_app_id_applications'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_app_events')),
+    )
+    op.create_index('ix_app_events_unforwarded', 'app_events', ['app_id', 'id'], unique=False,
+                    postgresql_where=sa.text('forwarded_at IS NULL'),
+                    sqlite_where=sa.text('forwarded_at IS NULL'))
+
+
+def downgrade() -> None:
+    op.drop_index('ix_app_events_unforwarded', table_name='app_events',
+                  postgresql_where=sa.text('forwarded_at IS NULL'),
+                  sqlite_where=sa.text('forwarded_at IS NULL'))
+    op.drop_table('app_events')
