@@ -1,4 +1,4 @@
-"""PutEvents' event outbox
+"""PutEvents' event outbox, one-time passwords, sealed substitutions of a send
 
 Revision ID: 0006
 Revises: 0004
@@ -41,9 +41,34 @@ def upgrade() -> None:
     op.create_index('ix_app_events_unforwarded', 'app_events', ['app_id', 'id'], unique=False,
                     postgresql_where=sa.text('forwarded_at IS NULL'),
                     sqlite_where=sa.text('forwarded_at IS NULL'))
+    op.create_table(
+        'one_time_passwords',
+        sa.Column('app_id', sa.String(length=32), nullable=False),
+        sa.Column('reference_id', sa.String(length=128), nullable=False),
+        sa.Column('destination', sa.String(length=32), nullable=False),
+        sa.Column('code_hash', sa.LargeBinary(), nullable=False),
+        sa.Column('attempts_left', sa.Integer(), nullable=False),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('request_id', sa.String(length=36), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['app_id'], ['applications.id'],
+                                name=op.f('fk_one_time_passwords_app_id_applications'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('app_id', 'reference_id', 'destination',
+                                name=op.f('pk_one_time_passwords')),
+    )
+    op.create_index(op.f('ix_one_time_passwords_expires_at'), 'one_time_passwords',
+                    ['expires_at'], unique=False)
+    with op.batch_alter_table('message_requests') as batch:
+        batch.add_column(sa.Column('sealed_substitutions', sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('message_requests') as batch:
+        batch.drop_column('sealed_substitutions')
+    op.drop_index(op.f('ix_one_time_passwords_expires_at'), table_name='one_time_passwords')
+    op.drop_table('one_time_passwords')
     op.drop_index('ix_app_events_unforwarded', table_name='app_events',
                   postgresql_where=sa.text('forwarded_at IS NULL'),
                   sqlite_where=sa.text('forwarded_at IS NULL'))

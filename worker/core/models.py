@@ -112,6 +112,9 @@ class SendRequest(Base):
     payload: Mapped[dict[str, Any]]
     trace_id: Mapped[str | None] = mapped_column(String(256))
     recipients: Mapped[int] = mapped_column(Integer)
+    # Substitutions that must not be stored in clear (a one-time password): Fernet-encrypted
+    # JSON, merged over the payload's only while a worker renders the message.
+    sealed_substitutions: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
 
 
@@ -311,3 +314,24 @@ class AppEvent(Base):
     created_at: Mapped[datetime]  # arrival, Pinpoint's arrival_timestamp
     forwarded_at: Mapped[datetime | None]
 
+
+class OneTimePassword(Base):
+    """The code SendOTPMessage sent to a destination under a reference, as an HMAC only.
+
+    One row per (app, reference, destination): a new code replaces the old. Verification spends
+    an attempt and checks the code in one locked step, so concurrent guesses cannot both win.
+    """
+
+    __tablename__ = "one_time_passwords"
+
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    reference_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)  # E.164
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    request_id: Mapped[str] = mapped_column(String(36))  # the send (message_requests.id)
+    created_at: Mapped[datetime]
