@@ -268,3 +268,30 @@ def test_two_concurrent_verifications_of_the_right_code_do_not_both_succeed(
     first.close()
     thread.join()
     assert results == [False]
+
+
+def test_maintenance_forgets_expired_codes_and_delivered_sealed_codes(
+    client: Any, app_id: str, fakes: Fakes, db: Engine
+) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    from worker.delivery.retention import forget_spent_codes
+
+    sms_app(client, app_id)
+    to = destination()
+    request_id = send_otp(client, app_id, to)["RequestId"]  # delivered: every row final
+    live_reference, live_to = _code_row(db, app_id, "123456")
+    with db.begin() as conn:
+        conn.execute(text("UPDATE one_time_passwords SET expires_at = now() - interval '1 second'"
+                          " WHERE app_id = :a AND destination = :d"), {"a": app_id, "d": to})
+    forget_spent_codes(sessionmaker(db))
+    with db.connect() as conn:
+        sealed = conn.execute(text("SELECT sealed_substitutions FROM message_requests"
+                                   " WHERE id = :r"), {"r": request_id}).scalar()
+        left = conn.execute(text("SELECT destination FROM one_time_passwords WHERE app_id = :a"),
+                            {"a": app_id}).scalars().all()
+    assert sealed is None
+    assert left == [live_to]  # the unexpired code stays
+    with Session(db) as session, session.begin():
+        assert verify_otp(session, app_id, _request(live_reference, live_to, "123456"),
+                          _settings())

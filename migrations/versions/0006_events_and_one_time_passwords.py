@@ -62,9 +62,15 @@ def upgrade() -> None:
                     ['expires_at'], unique=False)
     with op.batch_alter_table('message_requests') as batch:
         batch.add_column(sa.Column('sealed_substitutions', sa.LargeBinary(), nullable=True))
+    op.create_index('ix_message_requests_sealed', 'message_requests', ['id'], unique=False,
+                    postgresql_where=sa.text('sealed_substitutions IS NOT NULL'),
+                    sqlite_where=sa.text('sealed_substitutions IS NOT NULL'))
 
 
 def downgrade() -> None:
+    op.drop_index('ix_message_requests_sealed', table_name='message_requests',
+                  postgresql_where=sa.text('sealed_substitutions IS NOT NULL'),
+                  sqlite_where=sa.text('sealed_substitutions IS NOT NULL'))
     with op.batch_alter_table('message_requests') as batch:
         batch.drop_column('sealed_substitutions')
     op.drop_index(op.f('ix_one_time_passwords_expires_at'), table_name='one_time_passwords')

@@ -103,6 +103,13 @@ class SendRequest(Base):
         Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),
         # Retention finds requests older than the window, whatever their app.
         Index("ix_message_requests_created_at", "created_at"),
+        # Maintenance drops sealed substitutions once their deliveries are final.
+        Index(
+            "ix_message_requests_sealed",
+            "id",
+            postgresql_where=text("sealed_substitutions IS NOT NULL"),
+            sqlite_where=text("sealed_substitutions IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
