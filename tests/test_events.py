@@ -63,7 +63,12 @@ def test_an_invalid_item_or_event_gets_its_own_400_and_the_rest_go_on(
         "bad-endpoint": {"Endpoint": {"ChannelType": "APNS", "OptOut": "SOMETIMES"},
                          "Events": {"still": event()}},
         "no-channel": {"Endpoint": {"Address": "tok-2"}, "Events": {}},
+        "x" * 129: {"Endpoint": {"ChannelType": "APNS", "Address": "tok-3"},
+                    "Events": {"orphan": event()}},
     })
+    too_long = results["x" * 129]
+    assert too_long["EndpointItemResponse"]["StatusCode"] == 400
+    assert too_long["EventsItemResponse"]["orphan"]["StatusCode"] == 400
     good = results["good"]
     assert good["EndpointItemResponse"] == ACCEPTED
     assert good["EventsItemResponse"]["ok"] == ACCEPTED

@@ -20,7 +20,7 @@ from worker.core.db import utcnow
 from worker.core.errors import BadRequest
 from worker.core.models import AppEvent
 from worker.management.applications import get_application
-from worker.management.endpoints import upsert_endpoints
+from worker.management.endpoints import MAX_ENDPOINT_ID, upsert_endpoints
 from worker.wire.validation import describe
 
 # Pinpoint's quotas for events ("Amazon Pinpoint quotas", Events).
@@ -114,6 +114,14 @@ def put_events(
                 endpoint_item_response=_refused(
                     "Events is required and must be a map of events by id"),
                 events_item_response={},
+            )
+            continue
+        if not 1 <= len(endpoint_id) <= MAX_ENDPOINT_ID:
+            # Events are stored under their endpoint's id: one that cannot be one refuses them.
+            problem = f"An endpoint id must be 1 to {MAX_ENDPOINT_ID} characters"
+            results[endpoint_id] = wire.ItemResponse(
+                endpoint_item_response=_refused(problem),
+                events_item_response={event_id: _refused(problem) for event_id in events},
             )
             continue
         endpoint_status = _upsert_endpoint(session, app_id, endpoint_id, item.get("Endpoint"))
