@@ -1,4 +1,5 @@
-"""Sending: SendUsersMessages and SendMessages, and reading their results back.
+"""Sending: SendUsersMessages, SendMessages and SendOTPMessage, reading their results back,
+and VerifyOTPMessage.
 
 Validate, persist, enqueue after commit, wait for final outcomes (or the sync timeout), answer.
 """
@@ -22,6 +23,7 @@ from worker import wire
 from worker.core.config import Settings
 from worker.core.outages import BROKER, DATABASE, broker_unreachable, database_unreachable
 from worker.intake.accept import Accepted, accept_messages_request, accept_users_request
+from worker.intake.otp import accept_otp_request, verify_otp
 from worker.management.channels import ChannelCache
 from worker.results import answers
 from worker.results.metrics import record_sync_wait
@@ -146,3 +148,17 @@ def get_messages(app_id: str, request_id: str, call: Authed) -> dict[str, Any]:
         answers.get_request(session, app_id, request_id, kind="messages")
         rows = answers.result_rows(session, request_id)
     return answers.messages_response(app_id, request_id, rows, extended=True).to_wire()
+
+
+@router.post("/v1/apps/{app_id}/otp")
+async def send_otp_message(app_id: str, call: Authed) -> JSONResponse:
+    return await _send(call, app_id, wire.SendOTPMessageRequestParameters, accept_otp_request,
+                       answers.messages_response)
+
+
+@router.post("/v1/apps/{app_id}/verify-otp")
+def verify_otp_message(app_id: str, call: Authed) -> dict[str, Any]:
+    request, _ = call.parse(wire.VerifyOTPMessageRequestParameters)
+    with call.herald.transaction() as session:
+        valid = verify_otp(session, app_id, request, call.herald.settings)
+    return wire.VerificationResponse(valid=valid).to_wire()

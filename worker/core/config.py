@@ -244,6 +244,15 @@ class Settings(BaseSettings):
         """
         return _derive(self._secret_key_value())
 
+    def otp_key(self, app_id: str) -> bytes:
+        """The HMAC key one-time passwords of an app are hashed with, derived from
+        ``HERALD_SECRET_KEY`` (a new secret key invalidates codes outstanding, which live
+        minutes at most)."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=b"herald",
+            info=b"herald one-time passwords v1:" + app_id.encode(),
+        ).derive(self._secret_key_value().encode())
+
     def legacy_fernet_keys(self) -> list[bytes]:
         """Keys that may still be needed to read what was stored before: the single-SHA-256
         derivation used until issue 14, and ``HERALD_PREVIOUS_SECRET_KEY`` (both

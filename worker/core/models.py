@@ -103,6 +103,13 @@ class SendRequest(Base):
         Index("ix_message_requests_app_id_created_at", "app_id", "created_at"),
         # Retention finds requests older than the window, whatever their app.
         Index("ix_message_requests_created_at", "created_at"),
+        # Maintenance drops sealed substitutions once their deliveries are final.
+        Index(
+            "ix_message_requests_sealed",
+            "id",
+            postgresql_where=text("sealed_substitutions IS NOT NULL"),
+            sqlite_where=text("sealed_substitutions IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -112,6 +119,9 @@ class SendRequest(Base):
     payload: Mapped[dict[str, Any]]
     trace_id: Mapped[str | None] = mapped_column(String(256))
     recipients: Mapped[int] = mapped_column(Integer)
+    # Substitutions that must not be stored in clear (a one-time password): Fernet-encrypted
+    # JSON, merged over the payload's only while a worker renders the message.
+    sealed_substitutions: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
 
 
@@ -275,3 +285,60 @@ class DashboardToken(Base):
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(16))  # "login" (used) or "session"
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AppEvent(Base):
+    """An event accepted by PutEvents, kept as an outbox for the app's event stream.
+
+    Rows are appended in arrival order (``id``); the stream forwards the unforwarded ones of
+    an app in ``id`` order and stamps ``forwarded_at`` in the transaction that records the
+    sink's acceptance, so each event goes out at least once and in order.
+    """
+
+    __tablename__ = "app_events"
+    __table_args__ = (
+        # What the event stream reads next: an app's unforwarded events, oldest first.
+        Index(
+            "ix_app_events_unforwarded",
+            "app_id",
+            "id",
+            postgresql_where=text("forwarded_at IS NULL"),
+            sqlite_where=text("forwarded_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(128))
+    event_id: Mapped[str] = mapped_column(Text)  # the client's key in Events
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_timestamp: Mapped[datetime]  # the client's Timestamp
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    session: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The event as the client sent it (wire names), for the record's other members.
+    event: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]  # arrival, Pinpoint's arrival_timestamp
+    forwarded_at: Mapped[datetime | None]
+
+
+class OneTimePassword(Base):
+    """The code SendOTPMessage sent to a destination under a reference, as an HMAC only.
+
+    One row per (app, reference, destination): a new code replaces the old. Verification spends
+    an attempt and checks the code in one locked step, so concurrent guesses cannot both win.
+    """
+
+    __tablename__ = "one_time_passwords"
+
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    reference_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)  # E.164
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    request_id: Mapped[str] = mapped_column(String(36))  # the send (message_requests.id)
+    created_at: Mapped[datetime]

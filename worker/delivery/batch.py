@@ -41,6 +41,7 @@ from worker.delivery.render_limits import (
 )
 from worker.delivery.rendering import Recipient, RenderError, render
 from worker.intake.accept import delivery_uuid
+from worker.intake.otp import unseal
 from worker.management.channels import ChannelCache
 from worker.providers.base import Provider
 
@@ -244,6 +245,9 @@ def _prepare(
             prepared[row.id] = Outcome(DeliveryStatus.PERMANENT_FAILURE, 404, "Request deleted.")
         return prepared, deferred
     request, payload = entry
+    if request.sealed_substitutions is not None and isinstance(payload, wire.MessageRequest):
+        # A one-time password: decrypted for this batch's rendering only, never cached.
+        payload = unseal(payload, request.sealed_substitutions, runtime.settings)
     channels = runtime.channels.for_app(session, request.app_id)
     endpoint_ids = [r.endpoint_id for r in rows if r.endpoint_id]
     documents: dict[str, dict[str, Any]] = {}

@@ -8,6 +8,10 @@ What goes, oldest first, in short transactions of at most ``batch_size`` rows ea
 - ``message_requests`` older than the window with no delivery left (so a request stays while
   any of its deliveries stays).
 
+And, whatever the window, at every pass: one-time passwords past their expiry (never valid
+again), and the sealed code of a one-time-password send once all its deliveries are final
+(nothing will render it again).
+
 What stays, so that ``/metrics`` counts survive (see worker/results/metrics.py):
 
 - each deleted final row is added to ``delivery_totals`` in the transaction that deletes it;
@@ -42,6 +46,7 @@ from worker.core.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryTotal,
+    OneTimePassword,
     RollupState,
     SendRequest,
 )
@@ -263,6 +268,24 @@ def _prune_requests(
     return len(ids)
 
 
+def forget_spent_codes(sessions: sessionmaker[Session], now: datetime | None = None) -> int:
+    """Delete expired one-time passwords, and drop a send's sealed code once every delivery
+    of it is final. How many rows changed."""
+    with sessions() as session, session.begin():
+        expired = session.execute(
+            delete(OneTimePassword).where(OneTimePassword.expires_at < (now or utcnow()))
+            .execution_options(synchronize_session=False)
+        )
+        unfinished = exists().where(Delivery.request_id == SendRequest.id, ~Delivery.final)
+        sealed = session.execute(
+            update(SendRequest)
+            .where(SendRequest.sealed_substitutions.is_not(None), ~unfinished)
+            .values(sealed_substitutions=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(expired.rowcount) + int(sealed.rowcount)  # type: ignore[attr-defined]
+
+
 # -- the workers' pass -----------------------------------------------------------------------
 
 
@@ -274,6 +297,7 @@ def maintain(
     attempts up (even when results are kept forever: it keeps ``/metrics`` cheap), then
     prune what is older than ``HERALD_RESULT_RETENTION_S``."""
     rolled = roll_up_attempts(sessions)
+    forget_spent_codes(sessions)
     report = prune(sessions, retention_s=settings.result_retention_s, max_batches=max_batches)
     report.attempts_rolled_up = rolled
     if report.deliveries or report.requests:

@@ -274,8 +274,12 @@ def accept_messages_request(
     payload: dict[str, Any],
     channels: ChannelCache,
     settings: Settings,
+    *,
+    sealed_substitutions: bytes | None = None,
 ) -> Accepted:
-    """SendMessages: the same plan for addresses and endpoint ids (one pipeline, two intakes)."""
+    """SendMessages: the same plan for addresses and endpoint ids (one pipeline, two intakes).
+    ``sealed_substitutions`` (encrypted, see worker.intake.otp) are stored beside the payload,
+    never in it."""
     addresses = request.addresses or {}
     endpoint_configs = request.endpoints or {}
     total = len(addresses) + len(endpoint_configs)
@@ -331,5 +335,6 @@ def accept_messages_request(
     message_request = SendRequest(
         id=request_id, app_id=app_id, kind="messages", payload=payload,
         trace_id=request.trace_id, recipients=len(plan.rows), created_at=now,
+        sealed_substitutions=sealed_substitutions,
     )
     return _persist(session, message_request, plan.rows, settings.max_inflight_sends_per_app)

@@ -416,3 +416,59 @@ class SMSChannelRequest(WireModel):
 
 class VoiceChannelRequest(WireModel):
     enabled: StrictBool | None = None
+
+
+# --- events, phone numbers, one-time passwords ---------------------------------------------
+
+
+class EventSession(WireModel):
+    """An event's ``Session`` (the model's ``Session`` shape)."""
+
+    duration: StrictInt | None = None
+    id: Str
+    start_timestamp: Str
+    stop_timestamp: Str | None = None
+
+
+class Event(WireModel):
+    app_package_name: Str | None = None
+    app_title: Str | None = None
+    app_version_code: Str | None = None
+    attributes: StrMap | None = None
+    client_sdk_version: Str | None = None
+    event_type: Str
+    metrics: dict[StrictStr, StrictFloat | StrictInt] | None = None
+    sdk_name: Str | None = None
+    session: EventSession | None = None
+    timestamp: Str
+
+
+class EventsRequest(WireModel):
+    # Items stay raw here: each is validated on its own, so one bad item gets its own 400
+    # entry while the others are accepted (worker.intake.events).
+    batch_item: dict[StrictStr, dict[str, Any]]
+
+
+class NumberValidateRequest(WireModel):
+    iso_country_code: Str | None = None
+    phone_number: Str | None = None
+
+
+class SendOTPMessageRequestParameters(WireModel):
+    allowed_attempts: StrictInt | None = None
+    brand_name: Str
+    channel: Str
+    code_length: StrictInt | None = None
+    destination_identity: Str
+    entity_id: Str | None = None
+    language: Str | None = None
+    origination_identity: Str
+    reference_id: Str
+    template_id: Str | None = None
+    validity_period: StrictInt | None = None
+
+
+class VerifyOTPMessageRequestParameters(WireModel):
+    destination_identity: Str
+    otp: Str
+    reference_id: Str

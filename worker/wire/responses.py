@@ -134,3 +134,47 @@ class MessageResponse(WireModel):
     request_id: str
     result: dict[str, MessageResult] | None = None
     endpoint_result: dict[str, EndpointMessageResult] | None = None
+
+
+# --- events, in-app messages, phone numbers, one-time passwords ----------------------------
+
+
+class ItemStatus(WireModel):
+    """``EndpointItemResponse`` and ``EventItemResponse``: the same two members."""
+
+    message: str
+    status_code: int
+
+
+class ItemResponse(WireModel):
+    endpoint_item_response: ItemStatus | None = None
+    events_item_response: dict[str, ItemStatus] | None = None
+
+
+class EventsResponse(WireModel):
+    results: dict[str, ItemResponse]
+
+
+class InAppMessagesResponse(WireModel):
+    in_app_message_campaigns: list[dict[str, Any]]
+
+
+class NumberValidateResponse(WireModel):
+    carrier: str | None = None
+    city: str | None = None
+    cleansed_phone_number_e164: str | None = Field(None, alias="CleansedPhoneNumberE164")
+    cleansed_phone_number_national: str | None = None
+    country: str | None = None
+    country_code_iso2: str | None = Field(None, alias="CountryCodeIso2")
+    country_code_numeric: str | None = None
+    county: str | None = None
+    original_country_code_iso2: str | None = Field(None, alias="OriginalCountryCodeIso2")
+    original_phone_number: str | None = None
+    phone_type: str
+    phone_type_code: int
+    timezone: str | None = None
+    zip_code: str | None = None
+
+
+class VerificationResponse(WireModel):
+    valid: bool
