@@ -25,6 +25,7 @@ from tests.test_reliability import (
     all_final,
     check_exactly_once,
     final_rows,
+    recorded_final,
     send_in_background,
     wait_until,
 )
@@ -242,13 +243,15 @@ def test_rabbitmq_sends_and_a_sigkilled_worker(
         thread, answer = send_in_background(client, app_id, list(users("rk", 0, USERS)))
         wait_until(lambda: len(slow_smtp.received) >= 40, 30, "sends under way")
         stack.kill_worker(doomed)
+        recorded = recorded_final(stack.database_url)
         stack.start_worker(concurrency=2)
         thread.join(60)
         response = answer["response"]
         wait_until(all_final(stack.database_url, response["RequestId"], USERS), 90,
                    "every endpoint final after the kill")
         rows = final_rows(stack.database_url, response["RequestId"])
-        check_exactly_once(slow_smtp, rows, "rk", USERS, "RabbitMQ broker, SIGKILL mid-send")
+        check_exactly_once(slow_smtp, rows, "rk", USERS, "RabbitMQ broker, SIGKILL mid-send",
+                           recorded)
     finally:
         stack.stop()
 
