@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from api.routes import apps, channels, endpoints, messages, service
+from api.routes import apps, channels, endpoints, messages, service, tags
 
 # In the order they are mounted: service routes first, as before the split.
 ROUTERS: tuple[APIRouter, ...] = (
     service.router, apps.router, endpoints.router, channels.router, messages.router,
+    tags.router,
 )
