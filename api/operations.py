@@ -55,3 +55,24 @@ def unimplemented(method: str, raw_path: str) -> str | None:
                 and operation.pattern.match(raw_path)):
             return operation.name
     return None
+
+
+README_BEGIN = "<!-- operations: written by `python -m api.operations`; do not edit by hand -->"
+README_END = "<!-- /operations -->"
+
+
+def readme_list() -> str:
+    """The README's list of every operation of the model with its status."""
+    rows = [f"| `{o.name}` | `{o.method} {o.uri}` | "
+            f"{'implemented' if o.implemented else 'not implemented'} |" for o in TABLE]
+    return "\n".join([README_BEGIN, "", "| operation | request | status |", "|---|---|---|",
+                      *rows, "", README_END])
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    begin, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    readme.write_text(text[:begin] + readme_list() + text[end:])
