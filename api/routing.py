@@ -42,9 +42,6 @@ class RawPathRoute(APIRoute):
             }
         return match, child
 
-    def matches_raw(self, path: str) -> bool:
-        return self.path_regex.match(path) is not None
-
 
 def pinpoint_router(**kwargs: Any) -> APIRouter:
     """A router whose routes match on the raw path."""

@@ -138,3 +138,12 @@ def test_arns_carry_the_region_the_request_was_signed_for(any_region: str) -> No
     assert read["Arn"].startswith("arn:aws:mobiletargeting:ap-south-1:")
     tags = other.list_tags_for_resource(ResourceArn=read["Arn"])
     assert tags["TagsModel"] == {"tags": {}}
+
+
+def test_options_on_an_encoded_label_names_the_routes_methods(api_url: str) -> None:
+    endpoint = httpx.options(api_url + "/v1/apps/x/endpoints/a%2Fb")
+    assert endpoint.status_code == 200
+    assert endpoint.headers["Allow"] == "DELETE, GET, OPTIONS, PUT"
+    arn = "arn%3Aaws%3Amobiletargeting%3Aus-east-1%3A000000000000%3Aapps%2Fx"
+    tags = httpx.options(api_url + "/v1/tags/" + arn)
+    assert tags.headers["Allow"] == "DELETE, GET, OPTIONS, POST"

@@ -57,8 +57,6 @@ def upgrade() -> None:
             nullable=False, server_default=sa.text("'{}'")))
         batch.add_column(sa.Column('settings_updated_at', sa.DateTime(timezone=True),
                                    nullable=True))
-    with op.batch_alter_table('applications') as batch:
-        batch.alter_column('settings', server_default=None)
     op.add_column('endpoints', sa.Column('id_key', sa.Text(), nullable=True))
     _fill_keys()
     with op.batch_alter_table('endpoints') as batch:

@@ -56,7 +56,9 @@ class Application(Base):
     name: Mapped[str] = mapped_column(String(64))
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # UpdateApplicationSettings' members as last merged (wire names); {} until the first.
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A server default too: an API process of the previous release, still running during a
+    # rolling upgrade, inserts apps without this column.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     settings_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
