@@ -15,10 +15,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
-from api import dashboard, errors, metrics
+from api import dashboard, errors, metrics, operations
 from api.auth import ClientGone
 from api.ratelimit import build_rate_limiter
 from api.routes import ROUTERS
+from api.routing import raw_path
 from api.state import Herald
 from worker.core.config import Settings, get_settings
 from worker.core.db import session_factory
@@ -42,7 +43,8 @@ __all__ = ["Herald", "create_app"]
 
 
 def _allowed_methods(path: str) -> set[str]:
-    """The methods the API serves on a path (for OPTIONS and its Allow header)."""
+    """The methods the API serves on a raw (still percent-encoded) path, for OPTIONS and its
+    Allow header."""
     methods: set[str] = set()
     for route in (r for router in ROUTERS for r in router.routes):
         if isinstance(route, APIRoute) and route.path_regex.match(path):
@@ -105,7 +107,7 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.herald = herald
-    errors.install(app)
+    errors.install(app, operations.unimplemented)
 
     @app.exception_handler(ClientGone)
     async def _client_gone(_request: Request, _exc: ClientGone) -> Response:
@@ -122,7 +124,7 @@ def create_app(
     ) -> Response:
         rid = errors.request_id_of(request)
         if request.method == "OPTIONS":
-            methods = _allowed_methods(request.url.path)
+            methods = _allowed_methods(raw_path(request.scope))
             if not methods:
                 return errors.error_response(request, NotFound("Resource not found"))
             allow = ", ".join(sorted(methods | {"OPTIONS"}))

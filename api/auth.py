@@ -47,6 +47,7 @@ class Call:
     principal: Principal
     body: bytes
     request_id: str
+    region: str  # the region the request was signed for: ARNs in answers carry it
 
     def authorize(self, app_id: str) -> None:
         if not self.principal.may_use(app_id):
@@ -193,7 +194,8 @@ async def authenticated(request: Request) -> Call:
         raise Forbidden(str(exc)) from None
     principal = herald.keys.principal(verified.access_key_id)
     assert principal is not None
-    call = Call(herald=herald, principal=principal, body=body, request_id=rid)
+    call = Call(herald=herald, principal=principal, body=body, request_id=rid,
+                region=verified.region)
     if any("\x00" in str(value) for value in request.path_params.values()):
         raise BadRequest("A path parameter contains a NUL character")
     # Every route with an {app_id} is authorised here, once. Every signed call spends a token:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import structlog
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.routing import raw_path
 from worker.core.errors import (
     BadRequest,
     InternalServerError,
@@ -40,13 +42,23 @@ def error_response(request: Request, error: PinpointError) -> JSONResponse:
     )
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, unimplemented: Callable[[str, str], str | None]) -> None:
+    """``unimplemented(method, raw_path)`` names the operation of Pinpoint's model that an
+    unrouted request was calling, when Herald does not implement it."""
     @app.exception_handler(PinpointError)
     async def _pinpoint(request: Request, exc: PinpointError) -> JSONResponse:
         return error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405):
+            # Not the text of an unknown resource: a user must be able to tell "Herald lacks
+            # this operation" from "wrong id".
+            operation = unimplemented(request.method, raw_path(request.scope))
+            if operation is not None:
+                return error_response(
+                    request, NotFound(f"Herald does not implement {operation}")
+                )
         if exc.status_code == 405:
             return error_response(
                 request, MethodNotAllowed(f"{request.method} is not allowed on this resource")

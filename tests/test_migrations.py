@@ -113,3 +113,35 @@ def test_downgrade_and_upgrade_round_trip_on_sqlite(tmp_path: Path) -> None:
         )).scalar_one()
     engine.dispose()
     assert sql.endswith("WHERE NOT final")  # SQLite keeps its partial index
+
+
+def test_0005_folds_endpoint_ids_keeping_the_latest_of_a_case_collision() -> None:
+    """Endpoints written before ids were case-insensitive: each gets its folded key, and of
+    two whose ids differ only in case the more recently updated one stays."""
+    name = f"herald_test_alembic_{uuid.uuid4().hex[:6]}"
+    url = create_database(name)
+    try:
+        settings = Settings(database_url=url, secret_key=SECRET_KEY)
+        config = alembic_config(settings)
+        command.upgrade(config, "0004")
+        engine = create_engine(settings.sqlalchemy_url)
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO applications (id, name, tags, created_at) "
+                "VALUES ('a1', 'app', '{}', now())"))
+            for endpoint_id, age in (("Ep-1", "2 hours"), ("ep-1", "1 hour"), ("Other", "0")):
+                connection.execute(text(
+                    "INSERT INTO endpoints (app_id, id, status, opt_out, document, created_at,"
+                    " updated_at) VALUES ('a1', :id, 'ACTIVE', 'NONE', '{}', now(),"
+                    " now() - CAST(:age AS interval))"), {"id": endpoint_id, "age": age})
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            rows = connection.execute(text(
+                "SELECT id, id_key FROM endpoints ORDER BY id")).all()
+            settings_row = connection.execute(text(
+                "SELECT settings FROM applications")).scalar_one()
+        engine.dispose()
+        assert [tuple(r) for r in rows] == [("Other", "other"), ("ep-1", "ep-1")]
+        assert settings_row == {}
+    finally:
+        drop_database(name)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from api.auth import Authed
+from api.routing import pinpoint_router
 from worker import wire
 from worker.core.errors import Forbidden
 from worker.management import applications
 
-router = APIRouter()
+router = pinpoint_router()
 
 
 @router.post("/v1/apps", status_code=201)
@@ -21,7 +22,7 @@ def create_app_route(call: Authed) -> dict[str, Any]:
     request, _ = call.parse(wire.CreateApplicationRequest)
     with call.herald.transaction() as session:
         app = applications.create_application(session, request)
-        return applications.application_response(app, call.herald.settings.region).to_wire()
+        return applications.application_response(app, call.region).to_wire()
 
 
 @router.get("/v1/apps")
@@ -33,7 +34,7 @@ def get_apps(
             session, request.query_params.get("page-size"), request.query_params.get("token"),
             call.principal.app_ids,
         )
-        items = [applications.application_response(a, call.herald.settings.region) for a in apps]
+        items = [applications.application_response(a, call.region) for a in apps]
     return wire.ApplicationsResponse(item=items, next_token=token or None).to_wire()
 
 
@@ -41,13 +42,28 @@ def get_apps(
 def get_app(app_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         app = applications.get_application(session, app_id)
-        return applications.application_response(app, call.herald.settings.region).to_wire()
+        return applications.application_response(app, call.region).to_wire()
 
 
 @router.delete("/v1/apps/{app_id}")
 def delete_app(app_id: str, call: Authed) -> dict[str, Any]:
     with call.herald.transaction() as session:
         app = applications.delete_application(session, app_id)
-        response = applications.application_response(app, call.herald.settings.region).to_wire()
+        response = applications.application_response(app, call.region).to_wire()
     call.herald.channel_cache.clear()
     return response
+
+
+@router.get("/v1/apps/{app_id}/settings")
+def get_application_settings(app_id: str, call: Authed) -> dict[str, Any]:
+    with call.herald.transaction() as session:
+        app = applications.get_application(session, app_id)
+        return applications.settings_response(app).to_wire()
+
+
+@router.put("/v1/apps/{app_id}/settings")
+def update_application_settings(app_id: str, call: Authed) -> dict[str, Any]:
+    request, _ = call.parse(wire.WriteApplicationSettingsRequest)
+    with call.herald.transaction() as session:
+        app = applications.update_settings(session, app_id, request)
+        return applications.settings_response(app).to_wire()

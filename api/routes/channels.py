@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.auth import Authed
+from api.routing import pinpoint_router
 from worker import wire
 from worker.core.config import Settings
 from worker.core.models import Channel
 from worker.management import channels
 
-router = APIRouter()
+router = pinpoint_router()
 
 
 def _channel_response(channel: Channel, settings: Settings) -> wire.ChannelResponse:

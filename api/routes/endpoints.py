@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.auth import Authed, Call
+from api.routing import pinpoint_router
 from worker import wire
 from worker.core.errors import BadRequest
 from worker.management import endpoints
 
-router = APIRouter()
+router = pinpoint_router()
 
 
 def _accepted(call: Call) -> dict[str, str]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.auth import Authed
+from api.routing import pinpoint_router
 from worker import wire
 from worker.intake.events import in_app_messages, put_events
 
-router = APIRouter()
+router = pinpoint_router()
 
 
 @router.post("/v1/apps/{app_id}/events", status_code=202)

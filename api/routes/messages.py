@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from api.auth import Authed, Call, Model
+from api.routing import pinpoint_router
 from api.state import Herald
 from worker import wire
 from worker.core.config import Settings
@@ -29,7 +29,7 @@ from worker.results import answers
 from worker.results.metrics import record_sync_wait
 
 RECHECK_S = 1.0
-router = APIRouter()
+router = pinpoint_router()
 
 
 async def _await_outcomes(herald: Herald, request_id: str, deadline: float) -> None:

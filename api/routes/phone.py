@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.auth import Authed
+from api.routing import pinpoint_router
 from worker import wire
 from worker.management.phone_numbers import validate_number
 
-router = APIRouter()
+router = pinpoint_router()
 
 
 @router.post("/v1/phone/number/validate")

@@ -55,17 +55,29 @@ class Application(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # UpdateApplicationSettings' members as last merged (wire names); {} until the first.
+    # A server default too: an API process of the previous release, still running during a
+    # rolling upgrade, inserts apps without this column.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    settings_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 
 class Endpoint(Base):
     __tablename__ = "endpoints"
-    __table_args__ = (Index("ix_endpoints_app_id_user_id", "app_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_endpoints_app_id_user_id", "app_id", "user_id"),
+        # Endpoint ids are case-insensitive (the model: "The case insensitive unique
+        # identifier"): one endpoint per folded id, which keeps the case it was created with.
+        UniqueConstraint("app_id", "id_key"),
+    )
 
     app_id: Mapped[str] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
     )
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # endpoint_key(id), computed in Python: SQL lower() differs by database and locale.
+    id_key: Mapped[str] = mapped_column(Text)
     channel_type: Mapped[str | None] = mapped_column(String(24))
     address: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[str | None] = mapped_column(String(256))
@@ -76,6 +88,11 @@ class Endpoint(Base):
     document: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+def endpoint_key(endpoint_id: str) -> str:
+    """The case-folded form that identifies an endpoint within its app."""
+    return endpoint_id.lower()
 
 
 class Channel(Base):

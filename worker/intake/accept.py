@@ -24,7 +24,7 @@ from worker.core.addresses import check_email_address, is_e164, normalize_phone
 from worker.core.config import Settings
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound, TooManyRequests
-from worker.core.models import Delivery, Endpoint, SendRequest
+from worker.core.models import Delivery, Endpoint, SendRequest, endpoint_key
 from worker.core.vocabulary import ADDRESS_PREFIX, SENDABLE_TYPES, ChannelType, DeliveryStatus
 from worker.delivery.render_limits import check_substitutions
 from worker.delivery.rendering import (
@@ -311,12 +311,15 @@ def accept_messages_request(
         )
         plan.rows.append(_row(request_id, app_id, f"{ADDRESS_PREFIX}{address}", now=now,
                               channel_type=channel_type, address=address, outcome=outcome))
+    # Endpoint ids are case-insensitive: the answer is keyed by the id as given, the row
+    # names the endpoint as stored (workers read its document by that id).
     found = {
-        e.id: e for e in session.scalars(select(Endpoint).where(
-            Endpoint.app_id == app_id, Endpoint.id.in_(list(endpoint_configs))))
+        e.id_key: e for e in session.scalars(select(Endpoint).where(
+            Endpoint.app_id == app_id,
+            Endpoint.id_key.in_([endpoint_key(i) for i in endpoint_configs])))
     } if endpoint_configs else {}
     for endpoint_id, overrides in endpoint_configs.items():
-        endpoint = found.get(endpoint_id)
+        endpoint = found.get(endpoint_key(endpoint_id))
         if endpoint is None:
             outcome = (DeliveryStatus.PERMANENT_FAILURE, 404, "Endpoint not found.")
         elif endpoint.status == "INACTIVE":
@@ -328,7 +331,8 @@ def accept_messages_request(
             )
         plan.rows.append(_row(
             request_id, app_id, endpoint_id, now=now,
-            user_id=endpoint.user_id if endpoint else None, endpoint_id=endpoint_id,
+            user_id=endpoint.user_id if endpoint else None,
+            endpoint_id=endpoint.id if endpoint else endpoint_id,
             channel_type=endpoint.channel_type if endpoint else None,
             address=endpoint.address if endpoint else "", outcome=outcome,
         ))

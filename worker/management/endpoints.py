@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from worker import wire
 from worker.core.db import utcnow
 from worker.core.errors import BadRequest, NotFound
-from worker.core.models import Endpoint
+from worker.core.models import Endpoint, endpoint_key
 from worker.management.applications import get_application, iso
 
 MAX_ENDPOINTS_PER_USER = 15
@@ -140,7 +140,7 @@ def _check_user_quota(session: Session, app_id: str, planned: dict[str, set[str]
     if not planned:
         return
     rows = session.execute(
-        select(Endpoint.user_id, Endpoint.id).where(
+        select(Endpoint.user_id, Endpoint.id_key).where(
             Endpoint.app_id == app_id, Endpoint.user_id.in_(planned)
         )
     )
@@ -163,36 +163,41 @@ def upsert_endpoints(
     for endpoint_id, request in items:
         _check_id(endpoint_id)
         _validate(request)
-    ids = [endpoint_id for endpoint_id, _ in items]
+    # Keyed by the folded id: "Ep-1" and "ep-1" update one endpoint, in the batch as in
+    # the table, and it keeps the case it was created with.
+    keys = [endpoint_key(endpoint_id) for endpoint_id, _ in items]
     current = {
-        e.id: e
+        e.id_key: e
         for e in session.scalars(
-            select(Endpoint).where(Endpoint.app_id == app_id, Endpoint.id.in_(ids))
+            select(Endpoint).where(Endpoint.app_id == app_id, Endpoint.id_key.in_(keys))
         )
     }
     now = utcnow()
     planned_users: dict[str, set[str]] = {}
     staged: list[Endpoint] = []
     for endpoint_id, request in items:
-        endpoint = current.get(endpoint_id)
+        key = endpoint_key(endpoint_id)
+        endpoint = current.get(key)
         if endpoint is None:
             endpoint = Endpoint(
                 app_id=app_id,
                 id=endpoint_id,
+                id_key=key,
                 status="ACTIVE",
                 opt_out="NONE",
                 document={},
                 created_at=now,
             )
-            current[endpoint_id] = endpoint
+            current[key] = endpoint
         _apply(endpoint, request)
         _check_stored_quota(endpoint_id, endpoint.document)
         if endpoint.channel_type is None:
             raise BadRequest(f"Endpoint {endpoint_id}: ChannelType is required")
         endpoint.updated_at = now
         if endpoint.user_id:
-            planned_users.setdefault(endpoint.user_id, set()).add(endpoint_id)
-        staged.append(endpoint)
+            planned_users.setdefault(endpoint.user_id, set()).add(key)
+        if endpoint not in staged:
+            staged.append(endpoint)
     with session.no_autoflush:
         _check_user_quota(session, app_id, planned_users)
     session.add_all(staged)
@@ -225,7 +230,8 @@ def endpoint_response(endpoint: Endpoint) -> wire.EndpointResponse:
 
 def get_endpoint(session: Session, app_id: str, endpoint_id: str) -> Endpoint:
     get_application(session, app_id)
-    endpoint = session.get(Endpoint, (app_id, endpoint_id))
+    endpoint = session.scalar(select(Endpoint).where(
+        Endpoint.app_id == app_id, Endpoint.id_key == endpoint_key(endpoint_id)))
     if endpoint is None:
         raise NotFound("Resource not found")
     return endpoint

@@ -89,7 +89,9 @@ def messages_response(
     by_endpoint: dict[str, wire.EndpointMessageResult] = {}
     for row in rows:
         if row.endpoint_id is not None:
-            by_endpoint[row.endpoint_id] = endpoint_result(row, extended=extended)
+            # Keyed by the id as the request gave it; endpoint_id is the endpoint as stored
+            # (ids are case-insensitive, so the two may differ in case).
+            by_endpoint[row.recipient] = endpoint_result(row, extended=extended)
         else:
             # MessageResult has no Address member
             by_address[row.recipient[len(ADDRESS_PREFIX):]] = wire.MessageResult(

@@ -472,3 +472,57 @@ class VerifyOTPMessageRequestParameters(WireModel):
     destination_identity: Str
     otp: Str
     reference_id: Str
+
+
+# --- application settings and tags -------------------------------------------------------
+
+# Terraform's aws_pinpoint_app writes every member of a block it has, "" for the ones the user
+# left out (WebUrl "", Mode ""), so "" is accepted wherever a string is.
+_CLOCK = r"^(|([01][0-9]|2[0-3]):[0-5][0-9])$"
+Count = Annotated[StrictInt, Field(ge=0)]
+
+
+class CampaignHook(WireModel):
+    lambda_function_name: Str | None = None
+    mode: Annotated[Str, Field(pattern=r"^(|FILTER|DELIVERY)$")] | None = None
+    web_url: Str | None = None
+
+
+class CampaignLimits(WireModel):
+    daily: Count | None = None
+    maximum_duration: Count | None = None
+    messages_per_second: Count | None = None
+    session: Count | None = None
+    total: Count | None = None
+
+
+class QuietTime(WireModel):
+    end: Annotated[Str, Field(pattern=_CLOCK)] | None = None
+    start: Annotated[Str, Field(pattern=_CLOCK)] | None = None
+
+
+class JourneyTimeframeCap(WireModel):
+    cap: Count | None = None
+    days: Count | None = None
+
+
+class ApplicationSettingsJourneyLimits(WireModel):
+    daily_cap: Count | None = None
+    timeframe_cap: JourneyTimeframeCap | None = None
+    total_cap: Count | None = None
+
+
+class WriteApplicationSettingsRequest(WireModel):
+    campaign_hook: CampaignHook | None = None
+    cloud_watch_metrics_enabled: StrictBool | None = None
+    event_tagging_enabled: StrictBool | None = None
+    journey_limits: ApplicationSettingsJourneyLimits | None = None
+    limits: CampaignLimits | None = None
+    quiet_time: QuietTime | None = None
+
+
+class TagsModel(WireModel):
+    """TagResource's body and ListTagsForResource's answer; ``tags`` is lower case on the
+    wire, as the model spells it."""
+
+    tags: StrMap

@@ -29,6 +29,22 @@ class ApplicationsResponse(WireModel):
     next_token: str | None = None
 
 
+class ApplicationSettingsResource(WireModel):
+    """An app's settings as stored. ``CampaignHook``, ``Limits`` and ``QuietTime`` are always
+    objects, empty until set: Terraform's aws_pinpoint_app reads them without nil checks.
+    ``CloudWatchMetricsEnabled`` and ``EventTaggingEnabled`` are not in the model's resource
+    shape; they are answered as written so a client can read back what it set."""
+
+    application_id: str
+    campaign_hook: dict[str, Any]
+    last_modified_date: str
+    limits: dict[str, Any]
+    quiet_time: dict[str, Any]
+    journey_limits: dict[str, Any] | None = None
+    cloud_watch_metrics_enabled: bool | None = None
+    event_tagging_enabled: bool | None = None
+
+
 # --- endpoints ---------------------------------------------------------------------------
 
 
