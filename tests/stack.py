@@ -199,7 +199,9 @@ class Stack:
             )
             os.close(log)
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
+            # Generous: importing the API under coverage on a machine running two suites at
+            # once took more than 30 s.
+            deadline = time.monotonic() + 120
             while process.poll() is None:
                 try:
                     if httpx.get(url + "/healthz", timeout=1).status_code == 200:
