@@ -15,7 +15,7 @@ where a worker connects (and reads the answer back through ``StatusMessage``). T
 server-key ("KEY") method was shut down by Google in 2024 and is answered with a permanent
 failure.
 
-Why pyfcm is not used, although it is installed: ``pyfcm.FCMNotification`` (2.x) is synchronous
+Why pyfcm is not a dependency: ``pyfcm.FCMNotification`` (2.x) is synchronous
 (``requests``), sleeps inside ``send_request`` for as long as a 429/503 ``Retry-After`` says and
 then recurses without bound, retries 502/503 again through urllib3, and refreshes its token with
 google-auth's blocking transport. Running it in a thread would still block that thread for the
