@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import boto3
@@ -40,6 +40,21 @@ def create_database(name: str, port: int = 5432) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+
+
+@contextlib.contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A fresh database of the test's own, migrated to head, dropped afterwards."""
+    from worker.core.config import Settings
+    from worker.core.migrate import upgrade
+
+    name = f"herald_test_{prefix}_{uuid.uuid4().hex[:6]}"
+    url = create_database(name)
+    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
+    try:
+        yield url
+    finally:
+        drop_database(name)
 
 
 def drop_database(name: str, port: int = 5432) -> None:

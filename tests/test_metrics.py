@@ -19,16 +19,12 @@ from sqlalchemy.orm import sessionmaker
 
 from tests.fakes.smtp import FakeSmtp
 from tests.stack import (
-    SECRET_KEY,
     PrivateRedis,
     Stack,
-    create_database,
-    drop_database,
+    migrated_database,
     pinpoint,
 )
 from tests.test_management import _signed
-from worker.core.config import Settings
-from worker.core.migrate import upgrade
 from worker.results.metrics import FleetCollector
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -168,13 +164,8 @@ def test_metrics_can_require_a_signature(metrics_stack: Stack) -> None:
 
 @pytest.fixture
 def own_database() -> Iterator[str]:
-    name = f"herald_test_fleet_{uuid.uuid4().hex[:6]}"
-    url = create_database(name)
-    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
-    try:
+    with migrated_database("fleet") as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 def test_fleet_collector_counts_rows_folds_new_attempts_and_reads_the_queue(

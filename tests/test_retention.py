@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.stack import SECRET_KEY, Stack, create_database, drop_database
+from tests.stack import Stack, migrated_database
 from tests.test_dashboard import _signed_in
 from tests.test_metrics import Samples, parse_collector
 from worker.core.config import Settings
@@ -44,13 +44,8 @@ COUNTERS = ("herald_deliveries_total", "herald_delivery_attempts_total",
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    name = f"herald_test_retention_{uuid.uuid4().hex[:6]}"
-    url = create_database(name)
-    upgrade(Settings(database_url=url, secret_key=SECRET_KEY))
-    try:
+    with migrated_database("retention") as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture
